@@ -1,0 +1,66 @@
+# xreduce - the README's set-up commands and a few helpers.
+#
+#   make demo     create/update .venv, integrate a synthetic calibrant, write PNGs to demo_out/
+#   make test     as above, plus the system packages the tests run against (Open MPI, PoCL,
+#                 Slurm + accounting, HDF5 tools), then the whole test suite
+#   make bench    integration throughput (tests/benchmarks/bench_integrate.py)
+#   make clean    remove outputs and caches (keeps .venv; `make distclean` removes it too)
+#
+# Works on a fresh Debian 12 as root: missing apt packages are installed (only the missing
+# ones, so a second run is fast), and the venv is re-installed only when pyproject.toml changes.
+# Knobs: PYTHON=python3.12 (interpreter for the venv), PYTEST_ARGS="-x -k geometry", DEMO_OUT=dir,
+#        BENCH_ARGS="--detector Pilatus1M --frames 64".
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON      ?= python3
+VENV        ?= .venv
+DEMO_OUT    ?= demo_out
+PYTEST_ARGS ?=
+BENCH_ARGS  ?=
+
+VPY   := $(VENV)/bin/python
+# Touched after a successful install: newer than pyproject.toml means the venv is up to date.
+STAMP := $(VENV)/.xreduce-installed
+INSTALL_SYSTEM := bash tests/services/install-system-packages.sh
+
+.PHONY: help demo test bench venv system-base system-test clean distclean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+# ---------------------------------------------------------------- user-facing targets
+demo: venv  ## integrate a synthetic LaB6 stack; plots in demo_out/
+	$(VPY) docs/examples/integrate_calibrant.py --out $(DEMO_OUT)
+
+# system-test comes first so that the venv (mpi4py, pyopencl later) builds against those packages.
+test: system-test venv  ## install everything the tests need, run all of tests/
+	$(VPY) -m pytest $(PYTEST_ARGS)
+
+bench: venv  ## integration throughput, side by side with pyFAI
+	$(VPY) tests/benchmarks/bench_integrate.py $(BENCH_ARGS)
+
+clean:  ## remove outputs and caches, keep .venv
+	rm -rf $(DEMO_OUT) build dist *.egg-info .pytest_cache .hypothesis
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
+
+distclean: clean  ## clean, and remove .venv
+	rm -rf $(VENV)
+
+# ---------------------------------------------------------------- environment
+# apt packages: cheap to re-check (dpkg-query), so these always run.
+system-base:  ## python3 + venv module (apt, only if missing)
+	$(INSTALL_SYSTEM) base
+
+system-test:  ## base + Open MPI, PoCL, Slurm/munge/MariaDB, hdf5-tools (apt, only if missing)
+	$(INSTALL_SYSTEM) test
+
+venv: $(STAMP)  ## create/update .venv with xreduce editable + test extras
+
+# `|` (order-only): the apt check runs first but its always-new timestamp does not force a
+# re-install. A venv whose interpreter no longer runs (moved, Python upgraded) is re-created.
+$(STAMP): pyproject.toml | system-base
+	$(VPY) -c '' 2>/dev/null || $(PYTHON) -m venv --clear $(VENV)
+	$(VPY) -m pip install --disable-pip-version-check -e '.[test]'
+	touch $@

@@ -1,0 +1,21 @@
+"""Exceptions of xreduce.
+
+One hierarchy rooted in :class:`XReduceError`; ``hpc`` re-uses it (``reduction`` never imports
+``hpc``). Messages name the file, key or value at fault and what was expected.
+"""
+
+from __future__ import annotations
+
+__all__ = ["XReduceError", "GeometryError", "IntegrationError"]
+
+
+class XReduceError(Exception):
+    """Base of every error xreduce raises on purpose."""
+
+
+class GeometryError(XReduceError):
+    """A PONI file, detector or geometry parameter is invalid."""
+
+
+class IntegrationError(XReduceError):
+    """Integration parameters or input frames/masks are invalid."""
