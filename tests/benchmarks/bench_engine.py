@@ -11,9 +11,9 @@ splitting (1 non-zero of weight 1 per pixel) and a 2-D cake (360 x 500 bins, bbo
 are uint32 Poisson counts of 10-1000 with the gaps at 2**32-1 and a few hot pixels at 2**32-1.
 
 For each case it prints ms/frame and frames/s of ``NumpyEngine.reduce`` on a block of B frames
-(1 thread and N threads, variance on and off) and of the naive loop ``W @ x.astype(float64)``
-over the same frames (plus ``W**2 @ max(x, 1)`` for the variance), measured alternately in the
-same run (best of ``--reps``), and the speed-up.
+(1 thread and N threads, variance on and off; and one frame per call, B=1) and of the naive loop
+``W @ x.astype(float64)`` over the same frames (plus ``W**2 @ max(x, 1)`` for the variance),
+measured alternately in the same run (best of ``--reps``), and the speed-up over the naive loop.
 """
 
 from __future__ import annotations
@@ -145,8 +145,10 @@ def main(argv=None) -> None:
 
     print(f"# bench_engine: Eiger 4M {NY}x{NX} = {NY * NX} px, B = {nframes} uint32 frames; "
           f"engine threads 1 and {args.threads}; best of {args.reps}")
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, python "
-          f"{platform.python_version()}, numpy {np.__version__}, scipy {scipy.__version__}")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs (load average {load:.2f} "
+          f"before the run: other processes skew multi-thread timings), python {platform.python_version()}, "
+          f"numpy {np.__version__}, scipy {scipy.__version__}")
     t0 = time.perf_counter()
     frames = synthetic_frames(nframes)
     print(f"# frames generated in {time.perf_counter() - t0:.1f} s")
@@ -190,6 +192,12 @@ def main(argv=None) -> None:
                 ms = t / nframes * 1e3
                 print(f"{'':32s} {f'engine {th} thr, ' + what:34s} {ms:9.2f} {1e3 / ms:9.1f} "
                       f"{ms_naive / ms:8.2f}x")
+            eng = engines[args.threads]
+            eng.reduce(frames[:1], variance=var)  # build the single-frame plan
+            ms = min(best_time(lambda: [eng.reduce(frames[b : b + 1], variance=var) for b in range(4)], 1)
+                     for _ in range(args.reps)) / 4 * 1e3
+            print(f"{'':32s} {f'engine {args.threads} thr, B=1, ' + what:34s} {ms:9.2f} {1e3 / ms:9.1f} "
+                  f"{ms_naive / ms:8.2f}x")
         for eng in engines.values():
             eng.close()
 
