@@ -1,18 +1,31 @@
-"""The ``xreduce`` command line.
+"""The ``xreduce`` command line: parse arguments, load the config, call :mod:`hpc.commands`.
 
-The campaign commands of the architecture (plan, run, submit, status, merge, demo, bench)
-arrive with the campaign and backend issues; today the command reports its version and points
-to the Python API.
+Exit codes: 0 all done; 1 some chunks failed or another xreduce error; 2 bad config or usage;
+130 interrupted. Heavy modules (Hydra, numpy, the commands) are imported only when a subcommand
+runs, so that ``xreduce --help`` stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import logging
 import sys
-from importlib.metadata import PackageNotFoundError, version
+import traceback
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+_OVERRIDES_HELP = ("Hydra overrides: campaign=my_exp reduction=azint2d reduction.npt=2000 backend.workers=8 "
+                   "(see docs/config.md)")
 
 
 def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
         return version("xreduce")
     except PackageNotFoundError:  # running from a source tree without installation
@@ -21,16 +34,129 @@ def _version() -> str:
         return __version__
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``xreduce`` console script; returns the process exit code."""
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="xreduce",
-        description="Reduce X-ray scattering experiments. The Python API (reduction.Geometry, "
-                    "reduction.Integrator) is available now; see docs/api.md.")
+        description="Reduce whole X-ray scattering experiments (BLISS HDF5 raw data → NeXus), from a "
+                    "workstation to Slurm clusters. Exit codes: 0 all done, 1 some chunks failed, "
+                    "2 bad config or usage.")
     parser.add_argument("--version", action="version", version=f"xreduce {_version()}")
-    parser.parse_args(argv)
-    parser.print_help()
-    return 0
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more logging (-vv: debug); show tracebacks of errors")
+    # -v after the subcommand too; SUPPRESS keeps a -v given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    configured = argparse.ArgumentParser(add_help=False, parents=[common])
+    configured.add_argument("--config-dir", metavar="DIR", type=Path,
+                            help="a folder of your own configs (campaign/my_exp.yaml ...), searched first")
+    configured.add_argument("overrides", nargs="*", metavar="OVERRIDE", help=_OVERRIDES_HELP)
+
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub.add_parser("plan", parents=[configured], help="discover scans, cut them into chunks, print a summary",
+                   description="Discover the scans of the campaign and cut them into chunks; print a summary.")
+    sub.add_parser("run", parents=[configured], help="run all pending chunks here, then merge",
+                   description="Run all pending chunks with the chosen backend, then merge.")
+    status = sub.add_parser("status", parents=[configured], help="done / failed / pending / running chunks",
+                            description="Chunk states with reasons, from a config (overrides) or from an "
+                                        "output folder (xreduce status DIR).")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    sub.add_parser("merge", parents=[configured], help="(re)build the master files from finished chunks",
+                   description="(Re)build the master NeXus files from the finished chunks.")
+    demo = sub.add_parser("demo", parents=[common], help="reduce a small synthetic experiment locally",
+                          description="Generate a small synthetic experiment in the BLISS layout, reduce it "
+                                      "locally and print where the results and a preview are.")
+    demo.add_argument("--out", metavar="DIR", type=Path, help="where to write it (default: a new folder)")
+    worker = sub.add_parser("worker", parents=[common], help="(internal) run one task group of a plan",
+                            description="Run the chunks of one task group of a plan (what a Slurm array "
+                                        "task or an MPI rank runs).")
+    worker.add_argument("--plan", metavar="PATH", type=Path, required=True, help="the plan.json file")
+    worker.add_argument("--group", metavar="N", type=int, required=True, help="task group index")
+    return parser
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """Parse, accepting overrides anywhere among the options (``plan --config-dir D campaign=x``)."""
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    unknown = [a for a in extra if a.startswith("-") or not hasattr(args, "overrides")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _status_target(args: argparse.Namespace) -> Any:
+    """``status DIR`` names an output folder; anything else is overrides."""
+    from .errors import ConfigError
+
+    overrides = args.overrides
+    if len(overrides) == 1 and "=" not in overrides[0] and not overrides[0].startswith(("~", "+")):
+        folder = Path(overrides[0]).expanduser()
+        if not folder.is_dir():
+            raise ConfigError(f"status {overrides[0]}: no such output folder (give a folder, or overrides "
+                              f"such as campaign=my_exp)")
+        return folder.absolute()
+    return _config(args)
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from .config import load_config
+
+    return load_config(args.overrides, args.config_dir)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """Validate the config first (exit 2 before anything runs), then run the command."""
+    if args.command in ("plan", "run", "merge"):
+        cfg = _config(args)
+        return getattr(_commands(), args.command)(cfg)
+    if args.command == "status":
+        target = _status_target(args)
+        return _commands().status(target, as_json=args.json)
+    if args.command == "demo":
+        return _commands().demo(args.out)
+    if args.command == "worker":
+        return _commands().worker(args.plan, args.group)
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+def _commands() -> Any:
+    return importlib.import_module("hpc.commands")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``xreduce`` console script; returns the process exit code."""
+    try:
+        args = _parse(argv)
+    except SystemExit as stop:          # --help, --version, usage errors (argparse exits with 2)
+        return stop.code if isinstance(stop.code, int) else EXIT_USAGE
+    _setup_logging(args.verbose)
+    from reduction.errors import XReduceError
+
+    from .errors import ConfigError
+
+    try:
+        return int(_dispatch(args))
+    except ConfigError as err:
+        return _report(err, EXIT_USAGE, args.verbose)
+    except XReduceError as err:
+        return _report(err, EXIT_FAILED, args.verbose)
+    except KeyboardInterrupt:
+        print("xreduce: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _report(err: Exception, code: int, verbose: int) -> int:
+    if verbose:
+        traceback.print_exception(err, file=sys.stderr)
+    print(f"xreduce: error: {err}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

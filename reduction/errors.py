@@ -6,7 +6,7 @@ One hierarchy rooted in :class:`XReduceError`; ``hpc`` re-uses it (``reduction``
 
 from __future__ import annotations
 
-__all__ = ["XReduceError", "GeometryError", "IntegrationError"]
+__all__ = ["XReduceError", "GeometryError", "IntegrationError", "RawDataError", "OutputError"]
 
 
 class XReduceError(Exception):
@@ -19,3 +19,11 @@ class GeometryError(XReduceError):
 
 class IntegrationError(XReduceError):
     """Integration parameters or input frames/masks are invalid."""
+
+
+class RawDataError(XReduceError):
+    """Raw data (BLISS master files, lima files, counters, masks) are missing, truncated or malformed."""
+
+
+class OutputError(XReduceError):
+    """A result file (chunk or master) cannot be written or is not what it claims to be."""

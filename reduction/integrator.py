@@ -56,7 +56,7 @@ class Integrator:
     ----------
     geometry : the detector geometry (:meth:`Geometry.from_poni` reads a PONI file).
     mask : optional (ny, nx) array, nonzero = masked. The detector's module gaps are always masked.
-    engine : "numpy" (the batched CPU engine).
+    engine : "numpy" (the batched CPU engine) or "auto" (the best available: numpy for now).
     cache_dir : where integration matrices are cached; default ``$XREDUCE_CACHE_DIR`` or
         ``~/.cache/xreduce``; ``False`` disables the on-disk cache.
     threads : engine threads; default all cores.
@@ -74,8 +74,10 @@ class Integrator:
                  cache_dir: str | Path | None | bool = None, threads: int | None = None) -> None:
         if not isinstance(geometry, Geometry):
             raise IntegrationError(f"geometry must be a reduction.Geometry, got {type(geometry).__name__}")
+        if engine == "auto":
+            engine = "numpy"  # the only engine so far; an accelerator engine will be preferred when present
         if engine not in ENGINES:
-            raise IntegrationError(f"unknown engine {engine!r}; available: {', '.join(ENGINES)}")
+            raise IntegrationError(f"unknown engine {engine!r}; available: auto, {', '.join(ENGINES)}")
         self.geometry = geometry
         self.engine_name = engine
         self.threads = threads

@@ -1,0 +1,240 @@
+"""The commands behind ``xreduce plan / run / status / merge / demo / worker``.
+
+Each takes a validated config (or a plan) and returns the process exit code: 0 all done,
+1 some chunks failed (a summary is printed), 2 bad config or usage (raised as ConfigError).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from reduction.errors import XReduceError
+
+from .backends import get_backend
+from .errors import ConfigError
+from .plan import Plan, make_plan, read_plan, write_plan
+from .state import DONE, FAILED, PENDING, ChunkPaths, ChunkState, chunk_states
+from .step import load_step
+from .worker import Outcome, StepCache, process_chunk
+
+__all__ = ["plan", "run", "status", "merge", "demo", "worker", "merge_plan"]
+
+log = logging.getLogger(__name__)
+
+
+def _say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def _table(rows: list[list[Any]], header: list[str]) -> str:
+    """A plain aligned text table (no dependency, copy-pastes into a logbook)."""
+    cells = [header] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+# -- planning -----------------------------------------------------------------------------------
+def _make_plan(cfg: Any) -> Plan:
+    from .config import config_hash, to_json
+
+    config = json.loads(to_json(cfg))
+    new = make_plan(cfg, config_hash(cfg), config)
+    write_plan(new, Path(cfg.campaign.output))
+    return new
+
+
+def _plan_summary(plan: Plan, states: list[ChunkState]) -> str:
+    per_dataset: dict[str, dict[str, Any]] = defaultdict(lambda: {"scans": set(), "frames": 0, "chunks": 0,
+                                                                 "done": 0, "failed": 0})
+    for st in states:
+        row = per_dataset[st.chunk.dataset]
+        row["scans"].add(st.chunk.scan)
+        row["frames"] += st.chunk.nframes
+        row["chunks"] += 1
+        row["done"] += st.state == DONE
+        row["failed"] += st.state == FAILED
+    unfinished = Counter(p["dataset"] for p in plan.pending_scans)
+    rows = [[Path(name).name, len(r["scans"]), r["frames"], r["chunks"], r["done"], r["failed"],
+             r["chunks"] - r["done"] - r["failed"], unfinished.get(name, 0)] for name, r in sorted(per_dataset.items())]
+    for name in sorted(set(unfinished) - set(per_dataset)):
+        rows.append([Path(name).name, 0, 0, 0, 0, 0, 0, unfinished[name]])
+    total = [sum(r[i] for r in rows) for i in range(1, 8)]
+    rows.append(["total", *total])
+    return _table(rows, ["dataset", "scans", "frames", "chunks", "done", "failed", "todo", "unfinished scans"])
+
+
+def plan(cfg: Any) -> int:
+    """Discover and partition; print a summary table."""
+    new = _make_plan(cfg)
+    _say(_plan_summary(new, chunk_states(new, Path(new.output))))
+    _say(f"\nplan: {Path(new.output) / 'plan.json'} ({len(new.chunks)} chunks, config {new.config_hash[:12]})")
+    for pending in new.pending_scans:
+        _say(f"unfinished: {pending['dataset']} scan {pending['scan']} ({pending['reason']}): picked up by the next run")
+    return 0
+
+
+# -- running --------------------------------------------------------------------------------------
+def _failures(states: list[ChunkState]) -> str:
+    rows = [[st.chunk.id, Path(st.chunk.dataset).name, st.chunk.scan, f"{st.chunk.start}-{st.chunk.stop}",
+             st.reason[:120]] for st in states if st.state == FAILED]
+    return _table(rows, ["chunk", "dataset", "scan", "frames", "reason"])
+
+
+def run(cfg: Any) -> int:
+    """Run every pending or failed chunk with the configured backend, then merge."""
+    try:
+        load_step(cfg.reduction)  # a bad PONI/mask fails here, before anything runs
+    except XReduceError as exc:
+        raise ConfigError(f"reduction config cannot be used: {exc}") from exc
+    new = _make_plan(cfg)
+    output = Path(new.output)
+    states = chunk_states(new, output)
+    todo = [i for i, st in enumerate(states) if st.state != DONE]
+    skipped = len(states) - len(todo)
+    _say(f"{len(new.chunks)} chunks: {skipped} already done, {len(todo)} to run with backend "
+         f"{cfg.backend.name} → {output}")
+    if todo:
+        backend = get_backend(cfg.backend)
+        total = sum(new.chunks[i].nframes for i in todo)
+        start = time.perf_counter()
+        with tqdm(total=total, unit="frame", desc="reducing", disable=None, file=sys.stderr,
+                  dynamic_ncols=True) as bar:
+            def on_outcome(outcome: Outcome) -> None:
+                bar.update(new.chunks[index_of[outcome.chunk_id]].nframes)
+                if not outcome.ok:
+                    bar.write(f"chunk {outcome.chunk_id} failed: {outcome.message}")
+
+            index_of = {new.chunks[i].id: i for i in todo}
+            backend.run(new, todo, on_outcome)
+        seconds = time.perf_counter() - start
+        _say(f"reduced {total} frames in {seconds:.1f} s ({total / max(seconds, 1e-9):.1f} frames/s)")
+    code = merge_plan(new)
+    states = chunk_states(new, output)
+    failed = [st for st in states if st.state != DONE]
+    for pending in new.pending_scans:
+        _say(f"unfinished: {pending['dataset']} scan {pending['scan']}: picked up by the next run")
+    if failed:
+        _say(f"\n{len(failed)} of {len(states)} chunks failed:")
+        _say(_failures(states))
+        _say(f"error records: {output / 'chunks'}/<chunk>.error.json; `xreduce run` again retries them")
+        return 1
+    return code
+
+
+# -- status ---------------------------------------------------------------------------------------
+def status(target: Any, as_json: bool = False) -> int:
+    """Done / failed / pending chunks with reasons, from the files of an output folder or a config."""
+    output = Path(target) if isinstance(target, (str, Path)) else Path(target.campaign.output)
+    current = read_plan(output)
+    states = chunk_states(current, output)
+    counts = Counter(st.state for st in states)
+    if as_json:
+        print(json.dumps({
+            "campaign": current.campaign, "output": str(output), "config_hash": current.config_hash,
+            "counts": {k: counts.get(k, 0) for k in (DONE, FAILED, PENDING)},
+            "frames": {"total": current.nframes,
+                       "done": sum(st.chunk.nframes for st in states if st.state == DONE)},
+            "unfinished_scans": current.pending_scans,
+            "chunks": [{"id": st.chunk.id, "dataset": st.chunk.dataset, "scan": st.chunk.scan,
+                        "frames": [st.chunk.start, st.chunk.stop], "state": st.state, "reason": st.reason}
+                       for st in states]}, indent=1))
+    else:
+        _say(f"campaign {current.campaign}: {output}")
+        _say(_plan_summary(current, states))
+        if counts.get(FAILED):
+            _say("\nfailed chunks:")
+            _say(_failures(states))
+        for pending in current.pending_scans:
+            _say(f"unfinished: {pending['dataset']} scan {pending['scan']} ({pending['reason']})")
+    return 1 if counts.get(FAILED) else 0
+
+
+# -- merging --------------------------------------------------------------------------------------
+def _entry_name(dataset: str, scan: str) -> str:
+    return f"{Path(dataset).stem}_{scan}"
+
+
+def _master_name(experiment: str) -> str:
+    return experiment.strip("/").replace("/", "_") + ".nxs"
+
+
+def merge_plan(current: Plan) -> int:
+    """Build one master file per experiment from the chunk files (missing chunks listed, not zero-filled)."""
+    from reduction.nexus import EntrySpec, write_master, write_preview
+
+    output = Path(current.output)
+    mode = current.config.get("merge", {}).get("mode", "vds")
+    kind = current.config["reduction"]["kind"]
+    poni = Path(current.config["reduction"]["poni"]).read_text(encoding="utf-8", errors="replace")
+    states = {st.chunk.id: st for st in chunk_states(current, output)}
+    scans: dict[str, dict[tuple[str, str], list]] = defaultdict(lambda: defaultdict(list))
+    for chunk in current.chunks:
+        scans[chunk.experiment][(chunk.dataset, chunk.scan)].append(chunk)
+    missing_total = 0
+    for experiment, entries in sorted(scans.items()):
+        specs = []
+        for (dataset, scan), chunks in sorted(entries.items()):
+            if all(c.problem for c in chunks):
+                continue  # nothing to show: the scan itself could not be read; status names it
+            parts = [(c.start, c.stop, ChunkPaths(output, c.id).result if states[c.id].state == DONE else None)
+                     for c in sorted(chunks, key=lambda c: c.start)]
+            missing_total += sum(part[2] is None for part in parts)
+            specs.append(EntrySpec(name=_entry_name(dataset, scan), kind=kind, dataset=dataset, scan=scan,
+                                   nframes=chunks[0].nframes_scan, chunks=parts,
+                                   config_json=json.dumps(current.config, sort_keys=True), poni=poni,
+                                   chunk_ids=[c.id for c in chunks]))
+        if not specs:
+            continue
+        master = output / _master_name(experiment)
+        write_master(master, specs, mode=mode)
+        preview = master.with_suffix(".png")
+        write_preview(master, preview)
+        _say(f"master: {master}\npreview: {preview}")
+    return 1 if missing_total else 0
+
+
+def merge(cfg: Any) -> int:
+    """(Re)build the master files of a campaign from its finished chunks."""
+    return merge_plan(read_plan(Path(cfg.campaign.output)))
+
+
+# -- worker ---------------------------------------------------------------------------------------
+def worker(plan_path: Path, group: int) -> int:
+    """Process task group ``group`` of a plan (what a Slurm array task or an MPI rank runs)."""
+    current = read_plan(plan_path)
+    if not 0 <= group < len(current.groups):
+        raise ConfigError(f"task group {group} does not exist: the plan {plan_path} has {len(current.groups)}")
+    steps = StepCache()
+    outcomes = [process_chunk(current, current.chunks[i], steps) for i in current.groups[group]]
+    for outcome in outcomes:
+        log.info("chunk %s: %s %s", outcome.chunk_id, "ok" if outcome.ok else "FAILED", outcome.message)
+    return 0 if all(o.ok for o in outcomes) else 1
+
+
+# -- demo -----------------------------------------------------------------------------------------
+def demo(out: Path | None) -> int:
+    """Write a small synthetic BLISS experiment and reduce it locally, printing where results are."""
+    from reduction.bliss_writer import write_demo_experiment
+
+    from .config import load_config
+
+    out = Path(out or "xreduce-demo").absolute()
+    start = time.perf_counter()
+    experiment = write_demo_experiment(out / "data")
+    _say(f"synthetic experiment written in {time.perf_counter() - start:.1f} s: {experiment.raw_data}")
+    cfg = load_config(["campaign=demo", f"campaign.raw_data={experiment.raw_data}",
+                       f"reduction.poni={experiment.poni}", f"reduction.mask={experiment.mask}",
+                       f"campaign.output={out / 'processed'}"])
+    code = run(cfg)
+    _say(f"demo finished in {time.perf_counter() - start:.1f} s; try `xreduce status {out / 'processed'}`")
+    return code

@@ -1,0 +1,155 @@
+"""Planning: discover scans (metadata only) and cut them into chunks with stable ids.
+
+A chunk's id is derived from what it reduces (dataset file, scan, frame range) and how (the
+config hash), so a re-run finds finished chunks by name and a changed reduction parameter gives
+new ids, hence new work. The plan is written once into the output folder; every worker reads
+the same file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from reduction import bliss
+from reduction.errors import XReduceError
+
+from .errors import PlanError
+
+__all__ = ["Chunk", "Plan", "make_plan", "write_plan", "read_plan", "chunk_id", "PLAN_NAME"]
+
+PLAN_NAME = "plan.json"
+_FORMAT = "xreduce-plan-1"
+
+
+def chunk_id(dataset: str, scan: str, start: int, stop: int, config_hash: str) -> str:
+    """Stable id of a chunk: the same inputs and config always give the same id."""
+    text = json.dumps([str(dataset), str(scan), int(start), int(stop), config_hash])
+    return "c-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Frames [start, stop) of one scan, reduced with one config."""
+
+    id: str
+    dataset: str
+    experiment: str
+    scan: str
+    detector: str
+    monitor: str | None
+    start: int
+    stop: int
+    nframes_scan: int
+    energy_kev: float | None = None
+    problem: str | None = None  # set when the scan cannot be reduced: the chunk fails with this reason
+
+    @property
+    def nframes(self) -> int:
+        return self.stop - self.start
+
+
+@dataclass
+class Plan:
+    """Everything a worker needs: the resolved config, the chunks and how they are grouped."""
+
+    campaign: str
+    output: str
+    config_hash: str
+    config: dict[str, Any]
+    chunks: list[Chunk]
+    pending_scans: list[dict[str, str]] = field(default_factory=list)
+    groups: list[list[int]] = field(default_factory=list)
+    created: str = ""
+
+    @property
+    def nframes(self) -> int:
+        return sum(c.nframes for c in self.chunks)
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["format"] = _FORMAT
+        return json.dumps(data, indent=1)
+
+
+def _experiment(dataset: Path, campaign: str) -> str:
+    return bliss.experiment_of(dataset) or campaign
+
+
+def make_plan(cfg: Any, config_hash: str, config: dict[str, Any]) -> Plan:
+    """Discover datasets and finished scans of the campaign and cut them into chunks."""
+    camp = cfg.campaign
+    per_chunk = int(cfg.partition.frames_per_chunk)
+    datasets = bliss.find_datasets(Path(camp.raw_data), list(camp.datasets) if camp.datasets else None)
+    if not datasets:
+        patterns = ", ".join(camp.datasets or ["(default: every dataset master file)"])
+        raise PlanError(f"no dataset master file under campaign.raw_data = {camp.raw_data} matches "
+                        f"campaign.datasets = {patterns}")
+    chunks: list[Chunk] = []
+    pending: list[dict[str, str]] = []
+    for dataset in datasets:
+        experiment = _experiment(dataset, camp.name)
+        try:
+            scans = bliss.read_scans(dataset, camp.detector, camp.monitor, camp.scans)
+        except XReduceError as exc:  # e.g. BLISS is creating the file right now: try again next run
+            pending.append({"dataset": str(dataset), "scan": "*", "reason": f"unreadable master file: {exc}"})
+            continue
+        for scan in scans:
+            base = dict(dataset=str(dataset), experiment=experiment, scan=scan.scan, detector=camp.detector,
+                        monitor=camp.monitor, energy_kev=scan.energy_kev)
+            if not scan.finished:
+                pending.append({"dataset": str(dataset), "scan": scan.scan, "reason": "no end_time: still running"})
+                continue
+            if scan.problem or not scan.nframes:
+                problem = scan.problem or "scan has no frames"
+                chunks.append(Chunk(id=chunk_id(str(dataset), scan.scan, 0, 0, config_hash), start=0, stop=0,
+                                    nframes_scan=0, problem=problem, **base))
+                continue
+            for start in range(0, scan.nframes, per_chunk):
+                stop = min(start + per_chunk, scan.nframes)
+                chunks.append(Chunk(id=chunk_id(str(dataset), scan.scan, start, stop, config_hash), start=start,
+                                    stop=stop, nframes_scan=scan.nframes, **base))
+    return Plan(campaign=camp.name, output=str(camp.output), config_hash=config_hash, config=config,
+                chunks=chunks, pending_scans=pending, groups=[[i] for i in range(len(chunks))],
+                created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+
+def write_plan(plan: Plan, output: Path) -> Path:
+    """Write ``<output>/plan.json`` atomically (temp name, then rename) and return its path."""
+    output.mkdir(parents=True, exist_ok=True)
+    path = output / PLAN_NAME
+    fd, tmp = tempfile.mkstemp(prefix=".plan.", suffix=".tmp", dir=output)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(plan.to_json())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_plan(path: Path) -> Plan:
+    """Read a plan file written by :func:`write_plan`; PlanError naming the file if it is not one."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / PLAN_NAME
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PlanError(f"no plan at {path}: run `xreduce plan` (or `xreduce run`) for this campaign first") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise PlanError(f"plan file {path} is unreadable: {exc}") from None
+    if not isinstance(data, dict) or data.pop("format", None) != _FORMAT:
+        raise PlanError(f"{path} is not an xreduce plan ({_FORMAT})")
+    try:
+        data["chunks"] = [Chunk(**c) for c in data["chunks"]]
+        return Plan(**data)
+    except TypeError as exc:
+        raise PlanError(f"plan file {path} is damaged: {exc}") from None

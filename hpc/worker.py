@@ -1,0 +1,60 @@
+"""What every backend runs for a chunk: the step, wrapped so a chunk ends as a result or an error record."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .plan import Chunk, Plan
+from .state import ChunkPaths, clear_failure, record_failure
+from .step import Step, load_step
+
+__all__ = ["Outcome", "process_chunk", "StepCache"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The small summary a worker sends back (the data stay in the chunk file)."""
+
+    chunk_id: str
+    ok: bool
+    nframes: int
+    seconds: float
+    message: str = ""
+
+
+class StepCache:
+    """One step per reduction config per process: geometry, matrix and engine are built once."""
+
+    def __init__(self) -> None:
+        self._steps: dict[str, Step] = {}
+
+    def get(self, plan: Plan) -> Step:
+        if plan.config_hash not in self._steps:
+            self._steps[plan.config_hash] = load_step(plan.config["reduction"])
+        return self._steps[plan.config_hash]
+
+
+def process_chunk(plan: Plan, chunk: Chunk, steps: StepCache) -> Outcome:
+    """Reduce one chunk unless it is already done; never raises for a chunk's own failure."""
+    from reduction.chunkfile import chunk_matches
+
+    paths = ChunkPaths(Path(plan.output), chunk.id)
+    if chunk_matches(paths.result, chunk.id, plan.config_hash):
+        return Outcome(chunk.id, True, 0, 0.0, "already done")
+    start = time.perf_counter()
+    try:
+        step = steps.get(plan)
+        nframes = step(asdict(chunk), paths.result, config_hash=plan.config_hash,
+                       config_json=json.dumps(plan.config, sort_keys=True))
+    except Exception as exc:  # the chunk fails, the campaign goes on
+        log.debug("chunk %s failed", chunk.id, exc_info=True)
+        record_failure(paths, chunk, exc)
+        return Outcome(chunk.id, False, 0, time.perf_counter() - start, f"{type(exc).__name__}: {exc}")
+    clear_failure(paths)
+    return Outcome(chunk.id, True, nframes, time.perf_counter() - start)

@@ -1,0 +1,339 @@
+"""One chunk result file: the integrated frames [start, stop) of one scan, with their accumulators.
+
+The file is the chunk's state: it is written under a temporary name and renamed into place only
+once every frame is in it, so a chunk is done exactly when ``<chunk_id>.h5`` exists and its root
+attributes carry the chunk id and config hash it was made for (:func:`chunk_matches`). The layout
+is fixed in docs/internals.md ("Chunk result file"); the merge (:mod:`reduction.nexus`) maps these
+datasets into the NeXus master file, by HDF5 virtual datasets or by copy.
+
+Frames can be written block by block as they are integrated (:class:`ChunkWriter`), so memory
+stays bounded for long chunks of 2-D cakes; :func:`write_chunk` writes one result stack at once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from .errors import OutputError
+from .result import IntegrationResult
+
+__all__ = ["ChunkMeta", "ChunkWriter", "write_chunk", "read_chunk", "read_chunk_meta", "read_chunk_header",
+           "chunk_matches", "open_chunk", "fsync_file", "FORMAT", "KINDS", "FRAME_FIELDS"]
+
+#: Written as the root attribute ``format``; a file without it is not a chunk file.
+FORMAT = "xreduce-chunk-1"
+KINDS = ("azint1d", "azint2d")
+#: Per-frame datasets, (n, nRad) or (n, nEta, nRad); sigma and variance only with an error model.
+FRAME_FIELDS = ("intensity", "sigma", "signal", "variance", "normalization", "count")
+_AXES_1D = ("radial", "radial_edges")
+_AXES_2D = _AXES_1D + ("azimuthal", "azimuthal_edges")
+_FLAGS = ("solid_angle_applied", "polarization_applied", "normalization_applied", "monitor_applied")
+
+
+@dataclass(frozen=True)
+class ChunkMeta:
+    """What a chunk is (identity, frames) and how it was made (config, PONI, corrections)."""
+
+    chunk_id: str
+    config_hash: str
+    kind: str  # "azint1d" | "azint2d"
+    dataset: str  # raw dataset master file (absolute path)
+    scan: str  # "1.1"
+    frame_start: int
+    frame_stop: int
+    poni: str  # PONI text
+    config_json: str  # the full resolved config, JSON
+    wavelength: float | None  # metres
+    energy_kev: float | None
+    solid_angle_applied: bool
+    polarization_applied: bool
+    flat_applied: bool  # stored as normalization_applied (NXazint's name for it)
+    monitor_applied: bool
+    monitor: np.ndarray | None = None  # (n,) monitor values when a monitor counter was used
+
+    @property
+    def nframes(self) -> int:
+        return self.frame_stop - self.frame_start
+
+
+def _check_meta(meta: ChunkMeta) -> None:
+    if meta.kind not in KINDS:
+        raise OutputError(f"chunk {meta.chunk_id}: kind {meta.kind!r} is not one of {', '.join(KINDS)}")
+    if not (0 <= meta.frame_start < meta.frame_stop):
+        raise OutputError(f"chunk {meta.chunk_id}: frame range [{meta.frame_start}, {meta.frame_stop}) is empty "
+                          "or negative")
+    if meta.monitor is not None and np.shape(meta.monitor) != (meta.nframes,):
+        raise OutputError(f"chunk {meta.chunk_id}: monitor has shape {np.shape(meta.monitor)}, expected "
+                          f"({meta.nframes},) for frames [{meta.frame_start}, {meta.frame_stop})")
+    if meta.monitor_applied and meta.monitor is None:
+        raise OutputError(f"chunk {meta.chunk_id}: monitor_applied is set but no monitor values were given")
+
+
+def _nan_if_none(value: float | None) -> float:
+    return float("nan") if value is None else float(value)
+
+
+class ChunkWriter:
+    """Write a chunk file block by block; rename it into place when every frame is written.
+
+    ::
+
+        with ChunkWriter(path, meta) as writer:
+            for offset, result in blocks:        # offset: first frame of the block, from frame_start
+                writer.write(offset, result)
+
+    The file is ``<path>.tmp-<pid>`` until the ``with`` block ends without an exception and all
+    ``meta.nframes`` frames were written; then it is renamed to ``path`` (atomic, replacing an
+    older result). On an exception, or if frames are missing, the temporary file is removed and
+    ``path`` is left untouched.
+    """
+
+    def __init__(self, path: Path | str, meta: ChunkMeta) -> None:
+        _check_meta(meta)
+        self.path = Path(path)
+        self.meta = meta
+        self.tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
+        self._file: h5py.File | None = None
+        self._written = np.zeros(meta.nframes, dtype=bool)
+        self._axes: dict[str, np.ndarray] | None = None
+
+    # -- context ---------------------------------------------------------------------------
+    def __enter__(self) -> ChunkWriter:
+        from . import __version__
+
+        meta = self.meta
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = h5py.File(self.tmp, "w")
+            self._write_header(__version__)
+        except BaseException as exc:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+            self.tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise OutputError(f"cannot create chunk file {self.tmp}: {exc}") from exc
+            raise
+        return self
+
+    def _write_header(self, version: str) -> None:
+        meta, f = self.meta, self._file
+        assert f is not None
+        f.attrs.update({
+            "format": FORMAT, "chunk_id": meta.chunk_id, "config_hash": meta.config_hash, "kind": meta.kind,
+            "dataset": str(meta.dataset), "scan": str(meta.scan), "frame_start": int(meta.frame_start),
+            "frame_stop": int(meta.frame_stop), "xreduce_version": version,
+            "created": datetime.now(timezone.utc).astimezone().isoformat(), "poni": meta.poni,
+            "config": meta.config_json, "wavelength": _nan_if_none(meta.wavelength),
+            "energy": _nan_if_none(meta.energy_kev),
+            "solid_angle_applied": bool(meta.solid_angle_applied),
+            "polarization_applied": bool(meta.polarization_applied),
+            "normalization_applied": bool(meta.flat_applied), "monitor_applied": bool(meta.monitor_applied),
+        })
+        if meta.monitor is not None:
+            f.create_dataset("monitor", data=np.asarray(meta.monitor, dtype=np.float64))
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        assert self._file is not None
+        try:
+            self._file.close()
+        except Exception as close_exc:  # noqa: BLE001 - e.g. disk full while flushing
+            self.tmp.unlink(missing_ok=True)
+            if exc_type is not None:
+                return
+            raise OutputError(f"cannot write chunk file {self.tmp}: {close_exc}") from close_exc
+        finally:
+            self._file = None
+        if exc_type is not None:
+            self.tmp.unlink(missing_ok=True)
+            return
+        if not self._written.all():
+            self.tmp.unlink(missing_ok=True)
+            missing = np.flatnonzero(~self._written)
+            raise OutputError(f"chunk {self.meta.chunk_id}: {len(missing)} of {self.meta.nframes} frames were never "
+                              f"written (first: frame {self.meta.frame_start + int(missing[0])}); {self.path} not "
+                              "written")
+        try:
+            fsync_file(self.tmp)  # on disk before it counts as done: a node may die right after
+            os.replace(self.tmp, self.path)
+        except OSError as exc:
+            self.tmp.unlink(missing_ok=True)
+            raise OutputError(f"cannot rename {self.tmp} to {self.path}: {exc}") from exc
+
+    # -- data ------------------------------------------------------------------------------
+    def write(self, offset: int, result: IntegrationResult) -> None:
+        """Write the frames of ``result`` (a stack) at frames ``offset ...`` of this chunk."""
+        if self._file is None:
+            raise OutputError("ChunkWriter.write() outside of its `with` block")
+        meta = self.meta
+        ndim = 1 if meta.kind == "azint1d" else 2
+        if result.ndim != ndim:
+            raise OutputError(f"chunk {meta.chunk_id} is {meta.kind} but the result is {result.ndim}-D")
+        intensity = np.asarray(result.intensity)
+        if intensity.ndim != ndim + 1:
+            raise OutputError(f"chunk {meta.chunk_id}: the result must be a stack of frames (B, ...), got intensity "
+                              f"of shape {intensity.shape}")
+        n = intensity.shape[0]
+        if offset < 0 or offset + n > meta.nframes:
+            raise OutputError(f"chunk {meta.chunk_id}: frames [{offset}, {offset + n}) of the block fall outside the "
+                              f"chunk's {meta.nframes} frames")
+        axes = {name: np.asarray(getattr(result, name), dtype=np.float64)
+                for name in (_AXES_1D if ndim == 1 else _AXES_2D)}
+        if self._axes is None:
+            self._create(result, axes, intensity.shape[1:])
+        elif any(axes[k].shape != v.shape or not np.array_equal(axes[k], v) for k, v in self._axes.items()):
+            raise OutputError(f"chunk {meta.chunk_id}: the block at frame {offset} has other bins than the first block")
+        for name in FRAME_FIELDS:
+            if name in self._file:
+                array = getattr(result, name)
+                if array is None or np.shape(array) != intensity.shape:
+                    raise OutputError(f"chunk {meta.chunk_id}: {name} of the block at frame {offset} is "
+                                      f"{'missing' if array is None else np.shape(array)}, expected {intensity.shape}")
+                self._file[name][offset:offset + n] = array
+        self._written[offset:offset + n] = True
+
+    def _create(self, result: IntegrationResult, axes: dict[str, np.ndarray], frame_shape: tuple[int, ...]) -> None:
+        f = self._file
+        assert f is not None
+        f.attrs.update({"unit": result.unit, "splitting": result.splitting,
+                        "error_model": "none" if result.variance is None else "poisson"})
+        for name, values in axes.items():
+            f.create_dataset(name, data=values)
+        for name in FRAME_FIELDS:
+            if getattr(result, name) is not None:
+                # contiguous, uncompressed: read through virtual datasets by the master file, fast both ways
+                f.create_dataset(name, shape=(self.meta.nframes, *frame_shape), dtype=np.float64,
+                                 fillvalue=np.nan)
+        self._axes = axes
+
+
+def write_chunk(path: Path | str, result: IntegrationResult, meta: ChunkMeta) -> None:
+    """Write ``result`` (a stack of ``meta.nframes`` frames) as the chunk file ``path``, atomically."""
+    n = np.shape(result.intensity)[0] if np.ndim(result.intensity) == (result.ndim + 1) else None
+    if n != meta.nframes:
+        raise OutputError(f"chunk {meta.chunk_id}: expected a stack of {meta.nframes} frames "
+                          f"[{meta.frame_start}, {meta.frame_stop}), got intensity of shape "
+                          f"{np.shape(result.intensity)}")
+    with ChunkWriter(path, meta) as writer:
+        writer.write(0, result)
+
+
+def fsync_file(path: Path | str) -> None:
+    """Flush a closed file's data to disk (before renaming it into place)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# -- reading ---------------------------------------------------------------------------------
+def open_chunk(path: Path | str) -> h5py.File:
+    """Open a chunk file read-only, without HDF5 file locking (parallel filesystems, concurrent readers)."""
+    try:
+        return h5py.File(path, "r", locking=False)
+    except TypeError:  # h5py built without the locking keyword
+        return h5py.File(path, "r")
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    return value
+
+
+def _meta_from(f: h5py.File, path: Path | str) -> dict[str, Any]:
+    attrs = {k: _decode(v) for k, v in f.attrs.items()}
+    if attrs.get("format") != FORMAT:
+        raise OutputError(f"{path} is not an xreduce chunk file (format {attrs.get('format')!r}, "
+                          f"expected {FORMAT!r})")
+    for key in ("wavelength", "energy"):
+        if key in attrs and not math.isfinite(attrs[key]):
+            attrs[key] = None
+    for key in _FLAGS:
+        attrs[key] = bool(attrs.get(key, False))
+    if "intensity" not in f:
+        raise OutputError(f"{path}: no intensity dataset")
+    attrs["nframes"] = int(attrs["frame_stop"]) - int(attrs["frame_start"])
+    attrs["frame_shape"] = tuple(f["intensity"].shape[1:])
+    if f["intensity"].shape[0] != attrs["nframes"]:
+        raise OutputError(f"{path}: intensity holds {f['intensity'].shape[0]} frames, the attributes say "
+                          f"{attrs['nframes']}")
+    attrs["fields"] = [name for name in FRAME_FIELDS if name in f]
+    attrs["has_monitor"] = "monitor" in f
+    return attrs
+
+
+def read_chunk_meta(path: Path | str) -> dict[str, Any]:
+    """The root attributes of a chunk file as Python values, plus ``nframes``, ``frame_shape``,
+    ``fields`` (per-frame datasets present) and ``has_monitor``. Wavelength/energy unknown → None.
+    Raises :class:`OutputError` when the file is missing, unreadable or not a chunk file."""
+    try:
+        with open_chunk(path) as f:
+            return _meta_from(f, path)
+    except OutputError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise OutputError(f"cannot read chunk file {path}: {exc}") from exc
+
+
+def read_chunk_header(path: Path | str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """:func:`read_chunk_meta` and the bins (``radial``, ``radial_edges``, + ``azimuthal``,
+    ``azimuthal_edges`` in 2-D) in one opening of the file: what a merge needs to check a chunk."""
+    try:
+        with open_chunk(path) as f:
+            return _meta_from(f, path), {name: f[name][()] for name in _AXES_2D if name in f}
+    except OutputError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise OutputError(f"cannot read chunk file {path}: {exc}") from exc
+
+
+def chunk_matches(path: Path | str, chunk_id: str, config_hash: str) -> bool:
+    """True when ``path`` is a complete chunk file made for ``chunk_id`` with ``config_hash``.
+
+    False for a missing, unreadable, truncated or foreign file; never raises.
+    """
+    try:
+        if not os.path.isfile(path):
+            return False
+        meta = read_chunk_meta(path)
+        return meta.get("chunk_id") == chunk_id and meta.get("config_hash") == config_hash
+    except Exception:  # noqa: BLE001 - a damaged file of any kind is simply "not done"
+        return False
+
+
+def read_chunk(path: Path | str) -> tuple[IntegrationResult, dict[str, Any]]:
+    """The whole chunk: its frames as an :class:`IntegrationResult` stack and its metadata
+    (:func:`read_chunk_meta`, plus ``monitor``: (n,) array or None, and ``config_dict``)."""
+    try:
+        with open_chunk(path) as f:
+            meta = _meta_from(f, path)
+            data = {name: f[name][()] if name in f else None
+                    for name in FRAME_FIELDS + _AXES_2D + ("monitor",)}
+    except OutputError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise OutputError(f"cannot read chunk file {path}: {exc}") from exc
+    meta["monitor"] = data.pop("monitor")
+    try:
+        meta["config_dict"] = json.loads(meta.get("config") or "null")
+    except json.JSONDecodeError:
+        meta["config_dict"] = None
+    result = IntegrationResult(unit=str(meta.get("unit")), splitting=str(meta.get("splitting")), **data)
+    return result, meta

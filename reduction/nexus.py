@@ -1,0 +1,671 @@
+"""Merge chunk result files into one NeXus master file per experiment, and its PNG preview.
+
+One NXentry per (dataset, scan), each an NXazint1d / NXazint2d application definition
+(nexusformat/definitions v2025.11+); the frame axis of every per-frame dataset stitches the
+scan's chunk files together:
+
+- ``mode="vds"`` (default): HDF5 virtual datasets whose sources are the chunk files, named by
+  paths *relative to the master's folder* (HDF5 resolves them from there), so moving the whole
+  output folder keeps the master readable; the chunk files must stay beside it.
+- ``mode="copy"``: the data are copied in; the master is self-contained.
+
+Frames whose chunk failed (or is missing, or is not what the plan says) read as NaN in every
+float dataset — never as zeros — and are listed in the entry (``<entry>/chunks``) and in the
+returned :class:`MergeReport`.
+
+Layout of one entry (``*`` = per frame, [nImg, ...])::
+
+    <entry>                       NXentry  @default="data"
+      definition                  "NXazint1d" | "NXazint2d"
+      title, solid_angle_applied, polarization_applied, normalization_applied, monitor_applied
+      instrument                  NXinstrument: name (beamline)
+        monochromator             NXmonochromator: wavelength (angstrom), energy (keV)
+        source                    NXsource: name, type, probe
+      reduction                   NXprocess: program, version, date, reference, note
+        input                     NXparameters: config (JSON), poni, raw_file, scan, chunk_ids, ...
+      monitor                     NXmonitor: data*          (when a monitor counter was used)
+      data                        NXdata @signal=I @axes @interpretation
+        I*, I_errors*, radial_axis, radial_axis_edges, norm, (2-D: azimuthal_axis, azimuthal_axis_edges)
+      accumulators                NXcollection: signal*, variance*, normalization*, count*
+      chunks                      NXcollection: chunk_id, file, frames, status, missing_frames,
+                                  missing_chunk_ids
+
+The accumulators and the chunk table live in NXcollection groups: NeXus' container for data the
+application definition does not name, which both validators accept (pynxtools stops checking
+below an NXcollection; nexusformat's application validation looks only at what the definition
+names).
+
+Choices where the definition leaves room:
+
+- ``normalization_applied`` is always true: xreduce's I is signal / normalization, i.e. divided
+  by the bin's weighted pixel count, which is what the flag states; whether a flat field was part
+  of the normalization is ``reduction/input/flat_applied``.
+- ``data/norm`` is the ``count`` accumulator of the first merged frame: the effective number of
+  pixels per bin ([nRad], or [nEta, nRad] in 2-D, not per frame), which is the same for every
+  frame unless pixels were invalid in single frames; every frame's count is in ``accumulators``.
+- Radial units: q in ``1/nm`` or ``1/angstrom``, 2θ in ``deg`` or ``rad``. ``r_mm`` has no NXazint
+  long_name: it is written as 2θ in degrees, exact for an untilted detector, refused otherwise
+  (:func:`_radial_axis`); the r values are kept in ``accumulators``.
+- A wavelength known only as an energy (or the reverse) is converted; unknown both ways → NaN,
+  said so in ``reduction/note`` (never a made-up value).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from .chunkfile import fsync_file, open_chunk, read_chunk_header
+from .errors import GeometryError, OutputError
+from .poni import parse_poni
+
+__all__ = ["EntrySpec", "MissingChunk", "EntryReport", "MergeReport", "write_master", "write_preview",
+           "MODES", "RADIAL_UNITS_NEXUS"]
+
+MODES = ("vds", "copy")
+PROGRAM = "xreduce"
+REFERENCE = ("G. Ashiotis et al., The fast azimuthal integration Python library: pyFAI, J. Appl. Cryst. 48 "
+             "(2015) 510-519, https://doi.org/10.1107/S1600576715004306 (xreduce reproduces pyFAI's "
+             "integration, see xreduce docs/api.md)")
+_HC_KEV_ANGSTROM = 12.398419843320026
+
+#: pyFAI unit -> (NXazint radial long_name, units). ``r_mm`` has no NXazint long_name: it is written
+#: as 2θ in degrees (exact for an untilted detector, see :func:`_radial_axis`).
+RADIAL_UNITS_NEXUS = {
+    "q_nm^-1": ("q", "1/nm"),
+    "q_A^-1": ("q", "1/angstrom"),
+    "2th_deg": ("2theta", "deg"),
+    "2th_rad": ("2theta", "rad"),
+    "r_mm": ("2theta", "deg"),
+}
+
+# chunk dataset -> (group in the entry, name there)
+_TARGETS = {
+    "intensity": ("data", "I"),
+    "sigma": ("data", "I_errors"),
+    "signal": ("accumulators", "signal"),
+    "variance": ("accumulators", "variance"),
+    "normalization": ("accumulators", "normalization"),
+    "count": ("accumulators", "count"),
+}
+_ACCUMULATOR_DOC = {
+    "signal": "sum over the bin's pixels of c*(raw - dark); c = pixel-splitting fraction",
+    "variance": "sum of c^2*max(raw, 1) (Poisson)",
+    "normalization": "sum of c*flat*solid_angle*polarization*monitor",
+    "count": "sum of c over the valid, unmasked pixels",
+}
+_FLAGS = ("solid_angle_applied", "polarization_applied", "normalization_applied", "monitor_applied")
+_COPY_BLOCK_BYTES = 64 << 20
+
+
+# -- what to merge, and what came of it --------------------------------------------------------
+@dataclass
+class EntrySpec:
+    """One NXentry to build: a scan of a dataset and the chunks that cover its frames."""
+
+    name: str  # e.g. "sample_0001_1.1"
+    kind: str  # "azint1d" | "azint2d"
+    dataset: str  # raw dataset master file
+    scan: str
+    nframes: int  # frames of the whole scan
+    chunks: list[tuple[int, int, Path | str | None]]  # (frame_start, frame_stop, chunk file or None if failed)
+    config_json: str = ""  # full resolved config; "" = take it from the chunk files
+    poni: str = ""  # PONI text; "" = take it from the chunk files
+    chunk_ids: list[str] = field(default_factory=list)  # parallel to chunks (checked against the files)
+    beamline: str = "ESRF"  # NXinstrument/name
+    source_name: str = "ESRF"
+    source_type: str = "Synchrotron X-ray Source"
+    probe: str = "x-ray"
+    title: str = ""  # default "<dataset file> scan <scan>"
+
+
+@dataclass(frozen=True)
+class MissingChunk:
+    """Frames of an entry that have no result in the master (they read as NaN)."""
+
+    frame_start: int
+    frame_stop: int
+    chunk_id: str | None
+    path: str | None
+    reason: str
+
+
+@dataclass
+class EntryReport:
+    name: str
+    nframes: int
+    missing: list[MissingChunk] = field(default_factory=list)
+    written: bool = True  # False when not a single chunk of the entry was usable
+
+    @property
+    def missing_frames(self) -> list[tuple[int, int]]:
+        return [(m.frame_start, m.frame_stop) for m in self.missing]
+
+    @property
+    def n_missing_frames(self) -> int:
+        return sum(m.frame_stop - m.frame_start for m in self.missing)
+
+
+@dataclass
+class MergeReport:
+    """What :func:`write_master` wrote and which entries / frames have no result."""
+
+    path: Path
+    mode: str
+    entries: list[EntryReport]
+    seconds: float = 0.0
+
+    @property
+    def complete(self) -> bool:
+        """True when every entry was written with all its frames."""
+        return all(e.written and not e.missing for e in self.entries)
+
+    @property
+    def missing_frames(self) -> dict[str, list[tuple[int, int]]]:
+        return {e.name: e.missing_frames for e in self.entries if e.missing}
+
+    @property
+    def missing_chunk_ids(self) -> list[str]:
+        return [m.chunk_id for e in self.entries for m in e.missing if m.chunk_id]
+
+    @property
+    def skipped_entries(self) -> list[str]:
+        return [e.name for e in self.entries if not e.written]
+
+    def summary(self) -> str:
+        n_missing = sum(e.n_missing_frames for e in self.entries)
+        text = (f"{self.path}: {sum(e.written for e in self.entries)} of {len(self.entries)} entries "
+                f"({self.mode}), {n_missing} frame(s) missing")
+        for e in self.entries:
+            for m in e.missing:
+                text += f"\n  {e.name} frames [{m.frame_start}, {m.frame_stop}) {m.chunk_id or ''}: {m.reason}"
+        return text
+
+
+# -- inspecting the chunks ---------------------------------------------------------------------
+@dataclass
+class _Good:
+    start: int
+    stop: int
+    path: Path
+    chunk_id: str | None
+
+
+@dataclass
+class _EntryPlan:
+    spec: EntrySpec
+    good: list[_Good]
+    missing: list[MissingChunk]
+    ref: dict[str, Any] | None = None  # chunk metadata of the first usable chunk
+    axes: dict[str, np.ndarray] | None = None
+
+
+def _same_path(a: str, b: str) -> bool:
+    return os.path.normpath(os.path.abspath(a)) == os.path.normpath(os.path.abspath(b))
+
+
+def _check_chunk(spec: EntrySpec, start: int, stop: int, chunk_id: str | None, meta: dict[str, Any],
+                 plan: _EntryPlan, axes: dict[str, np.ndarray]) -> str | None:
+    """Why this chunk cannot be merged into this entry, or None."""
+    expected = {"kind": spec.kind, "scan": str(spec.scan), "frame_start": start, "frame_stop": stop}
+    if chunk_id:
+        expected["chunk_id"] = chunk_id
+    for key, value in expected.items():
+        if meta.get(key) != value:
+            return f"chunk file has {key}={meta.get(key)!r}, expected {value!r}"
+    if spec.dataset and meta.get("dataset") and not _same_path(str(meta["dataset"]), str(spec.dataset)):
+        return f"chunk file is for dataset {meta['dataset']!r}, expected {spec.dataset!r}"
+    ref = plan.ref
+    if ref is None:
+        return None
+    for key in ("unit", "splitting", "frame_shape", "fields", "has_monitor", *_FLAGS):
+        if meta.get(key) != ref.get(key):
+            return f"chunk file has {key}={meta.get(key)!r}, other chunks of the scan {ref.get(key)!r}"
+    assert plan.axes is not None
+    for key, values in plan.axes.items():
+        if key not in axes or axes[key].shape != values.shape or not np.array_equal(axes[key], values):
+            return f"chunk file has other {key} bins than the other chunks of the scan"
+    return None
+
+
+def _inspect(spec: EntrySpec) -> _EntryPlan:
+    if not spec.name or "/" in spec.name or spec.name in (".", ".."):
+        raise OutputError(f"entry name {spec.name!r} is not a valid HDF5 group name")
+    if spec.kind not in ("azint1d", "azint2d"):
+        raise OutputError(f"entry {spec.name}: kind {spec.kind!r} is not azint1d or azint2d")
+    if spec.chunk_ids and len(spec.chunk_ids) != len(spec.chunks):
+        raise OutputError(f"entry {spec.name}: {len(spec.chunk_ids)} chunk ids for {len(spec.chunks)} chunks")
+    plan = _EntryPlan(spec, [], [])
+    ids = list(spec.chunk_ids) or [None] * len(spec.chunks)
+    order = sorted(range(len(spec.chunks)), key=lambda i: spec.chunks[i][0])
+    covered = 0
+    for i in order:
+        start, stop, path = spec.chunks[i]
+        start, stop, chunk_id = int(start), int(stop), ids[i]
+        if not (0 <= start < stop <= spec.nframes):
+            raise OutputError(f"entry {spec.name}: chunk frames [{start}, {stop}) outside the scan's "
+                              f"{spec.nframes} frames")
+        if start < covered:
+            raise OutputError(f"entry {spec.name}: chunk frames [{start}, {stop}) overlap the previous chunk")
+        if start > covered:
+            plan.missing.append(MissingChunk(covered, start, None, None, "no chunk covers these frames"))
+        covered = stop
+        if path is None:
+            plan.missing.append(MissingChunk(start, stop, chunk_id, None, "chunk failed or not done"))
+            continue
+        try:
+            meta, axes = read_chunk_header(path)
+        except OutputError as exc:
+            plan.missing.append(MissingChunk(start, stop, chunk_id, str(path), str(exc)))
+            continue
+        reason = _check_chunk(spec, start, stop, chunk_id, meta, plan, axes)
+        if reason:
+            plan.missing.append(MissingChunk(start, stop, chunk_id, str(path), reason))
+            continue
+        if plan.ref is None:
+            plan.ref, plan.axes = meta, axes
+        plan.good.append(_Good(start, stop, Path(path), chunk_id or meta.get("chunk_id")))
+    if covered < spec.nframes:
+        plan.missing.append(MissingChunk(covered, spec.nframes, None, None, "no chunk covers these frames"))
+    plan.missing.sort(key=lambda m: m.frame_start)
+    return plan
+
+
+# -- writing -----------------------------------------------------------------------------------
+def _str_array(values: list[str]) -> np.ndarray:
+    return np.array([str(v) for v in values], dtype=h5py.string_dtype())
+
+
+def _nx_group(parent: h5py.Group, name: str, nx_class: str) -> h5py.Group:
+    group = parent.create_group(name, track_order=True)  # readers list children in writing order
+    group.attrs["NX_class"] = nx_class
+    return group
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def _vds_name(chunk: Path, master_dir: Path) -> str:
+    """The chunk's path relative to the master's folder, as an HDF5 VDS source name."""
+    rel = os.path.relpath(os.path.abspath(chunk), os.path.abspath(master_dir))
+    return Path(rel).as_posix().replace("%", "%%")  # HDF5 expands %b / %% in source file names
+
+
+def _radial_axis(unit: str, radial: np.ndarray, edges: np.ndarray, poni: str) -> tuple[str, str, np.ndarray,
+                                                                                       np.ndarray, str]:
+    """(long_name, units, centres, edges, note) of the NXazint radial axis for a pyFAI unit.
+
+    NXazint allows only q and 2θ. ``r_mm`` (distance from the beam axis, in the plane normal to the
+    beam) is converted to 2θ = atan(r / dist), which is exact when the detector is not tilted
+    (rot1 = rot2 = 0: every pixel then lies at the distance ``dist`` along the beam); the bins keep
+    their r edges (so they are not evenly spaced in 2θ). With a tilt there is no such mapping and
+    the merge refuses, naming the units to use instead.
+    """
+    if unit not in RADIAL_UNITS_NEXUS:
+        raise OutputError(f"radial unit {unit!r} cannot be written as NXazint (known: {', '.join(RADIAL_UNITS_NEXUS)})")
+    long_name, units = RADIAL_UNITS_NEXUS[unit]
+    if unit != "r_mm":
+        return long_name, units, radial, edges, ""
+    try:
+        geo = parse_poni(poni)
+    except GeometryError as exc:
+        raise OutputError(f"unit r_mm: cannot read the PONI to convert r to 2theta: {exc}") from None
+    if abs(geo["rot1"]) > 1e-9 or abs(geo["rot2"]) > 1e-9:
+        raise OutputError("unit r_mm cannot be written as NXazint1d/NXazint2d (radial axis must be q or 2theta) "
+                          f"for a tilted detector (rot1={geo['rot1']}, rot2={geo['rot2']}): use unit 2th_deg or "
+                          "q_nm^-1")
+    dist_mm = geo["dist"] * 1e3
+    note = (f"Integrated in r (mm, unit r_mm); NXazint allows only q and 2theta, so radial_axis holds "
+            f"2theta = atan(r / {dist_mm:.6g} mm) in degrees (exact: the detector is not tilted); the r values "
+            "are in accumulators/radial_r_mm and accumulators/radial_r_mm_edges.")
+    return long_name, units, np.degrees(np.arctan(radial / dist_mm)), np.degrees(np.arctan(edges / dist_mm)), note
+
+
+def _frame_dataset(group: h5py.Group, name: str, plan: _EntryPlan, source: str, frame_shape: tuple[int, ...],
+                   mode: str, master_dir: Path) -> h5py.Dataset:
+    """A per-frame dataset [nImg, *frame_shape]: a virtual dataset over the chunk files, or a copy."""
+    shape = (plan.spec.nframes, *frame_shape)
+    if mode == "vds":
+        layout = h5py.VirtualLayout(shape=shape, dtype=np.float64)
+        for good in plan.good:
+            n = good.stop - good.start
+            layout[good.start:good.stop] = h5py.VirtualSource(_vds_name(good.path, master_dir), source,
+                                                              shape=(n, *frame_shape), dtype=np.float64)
+        return group.create_virtual_dataset(name, layout, fillvalue=np.nan)
+    frame_bytes = 8 * int(np.prod(frame_shape, dtype=np.int64))
+    chunk_frames = int(max(1, min(plan.spec.nframes, (1 << 20) // max(frame_bytes, 1))))
+    ds = group.create_dataset(name, shape=shape, dtype=np.float64, fillvalue=np.nan,
+                              chunks=(chunk_frames, *frame_shape))
+    block = int(max(1, _COPY_BLOCK_BYTES // max(frame_bytes, 1)))
+    for good in plan.good:
+        with open_chunk(good.path) as chunk:
+            src = chunk[source]
+            for b0 in range(0, good.stop - good.start, block):
+                b1 = min(b0 + block, good.stop - good.start)
+                ds[good.start + b0:good.start + b1] = src[b0:b1]
+    return ds
+
+
+def _write_entry(f: h5py.File, plan: _EntryPlan, mode: str, master_dir: Path) -> None:
+    from . import __version__
+
+    spec, ref, axes = plan.spec, plan.ref, plan.axes
+    assert ref is not None and axes is not None
+    two_d = spec.kind == "azint2d"
+    poni = spec.poni or str(ref.get("poni") or "")
+    config_json = spec.config_json or str(ref.get("config") or "{}")
+    unit = str(ref.get("unit"))
+    long_name, units, radial, radial_edges, radial_note = _radial_axis(unit, axes["radial"], axes["radial_edges"],
+                                                                       poni)
+
+    entry = _nx_group(f, spec.name, "NXentry")
+    entry.attrs["default"] = "data"
+    entry["title"] = spec.title or f"{Path(spec.dataset).name} scan {spec.scan}"
+    entry["definition"] = "NXazint2d" if two_d else "NXazint1d"
+    entry["solid_angle_applied"] = np.bool_(ref["solid_angle_applied"])
+    entry["polarization_applied"] = np.bool_(ref["polarization_applied"])
+    # I = signal / normalization: always divided by the bins' (weighted) pixel count, which is what
+    # NXazint's normalization_applied states; whether a flat field was part of it is in input/flat_applied.
+    entry["normalization_applied"] = np.bool_(True)
+    entry["monitor_applied"] = np.bool_(ref["monitor_applied"])
+
+    instrument = _nx_group(entry, "instrument", "NXinstrument")
+    instrument["name"] = spec.beamline
+    mono = _nx_group(instrument, "monochromator", "NXmonochromator")
+    wavelength_m, energy = ref.get("wavelength"), ref.get("energy")
+    wavelength_a = wavelength_m / 1e-10 if wavelength_m else None
+    if wavelength_a is None and energy:
+        wavelength_a = _HC_KEV_ANGSTROM / energy
+    if energy is None and wavelength_a:
+        energy = _HC_KEV_ANGSTROM / wavelength_a
+    mono["wavelength"] = np.float64(wavelength_a if wavelength_a else np.nan)
+    mono["wavelength"].attrs["units"] = "angstrom"
+    mono["energy"] = np.float64(energy if energy else np.nan)
+    mono["energy"].attrs["units"] = "keV"
+    source = _nx_group(instrument, "source", "NXsource")
+    source["name"] = spec.source_name
+    source["type"] = spec.source_type
+    source["probe"] = spec.probe
+
+    notes = [
+        "I = signal / normalization and I_errors = sqrt(variance) / normalization per bin, from the per-frame "
+        "accumulators in ../accumulators (sums over the pixels of the bin weighted by the pixel-splitting "
+        "fraction c): signal = sum c*(raw - dark), variance = sum c^2*max(raw, 1), normalization = sum "
+        "c*flat*solid_angle*polarization*monitor, count = sum c over valid pixels. Add accumulators, then divide, "
+        "to merge or re-bin frames.",
+        f"data/norm is the count of frame {plan.good[0].start} (the first merged frame): the effective number of "
+        "pixels per bin, the same for every frame unless pixels were invalid in single frames (see "
+        "accumulators/count for every frame).",
+    ]
+    if radial_note:
+        notes.append(radial_note)
+    if not (wavelength_a and energy):
+        notes.append("The wavelength/energy was unknown (not in the PONI nor the scan): NaN in monochromator.")
+    if plan.missing:
+        n_missing = sum(m.frame_stop - m.frame_start for m in plan.missing)
+        notes.append(f"{n_missing} of {spec.nframes} frames have no result (NaN): see ../chunks/missing_frames.")
+    reduction = _nx_group(entry, "reduction", "NXprocess")
+    reduction["program"] = PROGRAM
+    reduction["version"] = str(__version__)
+    reduction["date"] = _now()
+    reduction["reference"] = REFERENCE
+    reduction["note"] = "\n".join(notes)
+    inp = _nx_group(reduction, "input", "NXparameters")
+    inp["config"] = config_json
+    inp["poni"] = poni
+    inp["raw_file"] = str(spec.dataset)
+    inp["scan"] = str(spec.scan)
+    inp["unit"] = unit
+    inp["splitting"] = str(ref.get("splitting"))
+    inp["error_model"] = str(ref.get("error_model"))
+    inp["flat_applied"] = "true" if ref["normalization_applied"] else "false"
+    inp["chunk_ids"] = _str_array([i for i in (spec.chunk_ids or [g.chunk_id or "" for g in plan.good]) if i])
+
+    if ref.get("has_monitor"):
+        monitor = _nx_group(entry, "monitor", "NXmonitor")
+        _frame_dataset(monitor, "data", plan, "monitor", (), mode, master_dir)
+
+    data = _nx_group(entry, "data", "NXdata")
+    data.attrs["signal"] = "I"
+    data.attrs["axes"] = _str_array([".", "azimuthal_axis", "radial_axis"] if two_d else [".", "radial_axis"])
+    data.attrs["interpretation"] = "image" if two_d else "spectrum"
+    accumulators = _nx_group(entry, "accumulators", "NXcollection")
+    for field_name in ref["fields"]:
+        group_name, name = _TARGETS[field_name]
+        group = data if group_name == "data" else accumulators
+        ds = _frame_dataset(group, name, plan, field_name, tuple(ref["frame_shape"]), mode, master_dir)
+        if name == "I":
+            ds.attrs.update({"long_name": "intensity", "units": "arbitrary units"})
+        elif name == "I_errors":
+            ds.attrs.update({"long_name": "estimated intensity error", "units": "arbitrary units"})
+        else:
+            ds.attrs["long_name"] = _ACCUMULATOR_DOC[name]
+    ds = data.create_dataset("radial_axis", data=np.asarray(radial, dtype=np.float64))
+    ds.attrs.update({"long_name": long_name, "units": units})
+    ds = data.create_dataset("radial_axis_edges", data=np.asarray(radial_edges, dtype=np.float64))
+    ds.attrs.update({"long_name": f"{long_name} bin edges", "units": units})
+    if two_d:
+        ds = data.create_dataset("azimuthal_axis", data=np.asarray(axes["azimuthal"], dtype=np.float64))
+        ds.attrs.update({"long_name": "azimuthal bin center", "units": "deg"})
+        ds = data.create_dataset("azimuthal_axis_edges", data=np.asarray(axes["azimuthal_edges"], dtype=np.float64))
+        ds.attrs.update({"long_name": "azimuthal bin edges", "units": "deg"})
+    with open_chunk(plan.good[0].path) as chunk:
+        norm = np.asarray(chunk["count"][0], dtype=np.float64)
+    ds = data.create_dataset("norm", data=norm)
+    ds.attrs.update({"long_name": "effective number of pixels contributing to the corresponding bin",
+                     "units": "arbitrary units"})
+    if unit == "r_mm":
+        accumulators["radial_r_mm"] = np.asarray(axes["radial"], dtype=np.float64)
+        accumulators["radial_r_mm_edges"] = np.asarray(axes["radial_edges"], dtype=np.float64)
+
+    _write_chunk_table(entry, plan, mode, master_dir)
+
+
+def _write_chunk_table(entry: h5py.Group, plan: _EntryPlan, mode: str, master_dir: Path) -> None:
+    def rel(path: Path | str) -> str:
+        return Path(os.path.relpath(os.path.abspath(path), os.path.abspath(master_dir))).as_posix()
+
+    rows = [(g.start, g.stop, g.chunk_id or "", rel(g.path), "merged") for g in plan.good]
+    rows += [(m.frame_start, m.frame_stop, m.chunk_id or "", rel(m.path) if m.path else "", f"missing: {m.reason}")
+             for m in plan.missing]
+    rows.sort()
+    table = _nx_group(entry, "chunks", "NXcollection")
+    table.attrs["mode"] = mode
+    table["frames"] = np.array([[r[0], r[1]] for r in rows], dtype=np.int64).reshape(-1, 2)
+    table["chunk_id"] = _str_array([r[2] for r in rows])
+    table["file"] = _str_array([r[3] for r in rows])
+    table["status"] = _str_array([r[4] for r in rows])
+    table["missing_frames"] = np.array([[m.frame_start, m.frame_stop] for m in plan.missing],
+                                       dtype=np.int64).reshape(-1, 2)
+    table["missing_chunk_ids"] = _str_array([m.chunk_id for m in plan.missing if m.chunk_id])
+    table["n_missing_frames"] = np.int64(sum(m.frame_stop - m.frame_start for m in plan.missing))
+
+
+def write_master(path: Path | str, entries: list[EntrySpec], *, mode: str = "vds") -> MergeReport:
+    """Write the NeXus master file ``path`` with one NXazint1d/2d entry per :class:`EntrySpec`.
+
+    Written as ``<path>.tmp-<pid>`` and renamed into place, so an existing master is replaced only
+    by a complete new one. Chunks that are missing, unreadable or inconsistent with the entry are
+    left out (their frames read NaN) and reported; an entry without any usable chunk is not
+    written (``MergeReport.skipped_entries``). Raises :class:`OutputError` for an unknown mode,
+    duplicate entry names, overlapping chunks, when no entry at all can be written, or when the
+    file cannot be written.
+    """
+    started = time.perf_counter()
+    if mode not in MODES:
+        raise OutputError(f"merge mode {mode!r} is not one of {', '.join(MODES)}")
+    path = Path(path)
+    names = [e.name for e in entries]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise OutputError(f"{path}: duplicate entry names {', '.join(duplicates)}")
+    plans = [_inspect(spec) for spec in entries]
+    reports = [EntryReport(p.spec.name, p.spec.nframes, list(p.missing), written=p.ref is not None) for p in plans]
+    writable = [p for p in plans if p.ref is not None]
+    if not writable:
+        raise OutputError(f"{path}: none of the {len(entries)} entries has a finished chunk; nothing to merge")
+    master_dir = path.parent
+    master_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    from . import __version__
+
+    try:
+        with h5py.File(tmp, "w", track_order=True) as f:  # entries in the order given
+            f.attrs.update({"NX_class": "NXroot", "default": writable[0].spec.name, "file_name": path.name,
+                            "file_time": _now(), "creator": f"{PROGRAM} {__version__}",
+                            "HDF5_Version": h5py.version.hdf5_version, "h5py_version": h5py.version.version})
+            for plan in writable:
+                _write_entry(f, plan, mode, master_dir)
+        fsync_file(tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write master file {path}: {exc}") from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return MergeReport(path, mode, reports, time.perf_counter() - started)
+
+
+# -- preview -----------------------------------------------------------------------------------
+def _curves(entry: h5py.Group, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(selected rows of I(radial), nansum over all frames, finite count over all frames) of an entry.
+
+    2-D entries are averaged over the azimuth as the accumulators allow: sum(signal)/sum(normalization).
+    """
+    data = entry["data"]
+    intensity = data["I"]
+    two_d = intensity.ndim == 3
+    acc = entry.get("accumulators")
+    use_acc = two_d and acc is not None and "signal" in acc and "normalization" in acc
+    nframes, nrad = intensity.shape[0], intensity.shape[-1]
+    frame_bytes = 8 * int(np.prod(intensity.shape[1:]))
+    block = int(max(1, (32 << 20) // max(frame_bytes, 1)))
+    total, finite = np.zeros(nrad), np.zeros(nrad)
+    selected = np.full((len(rows), nrad), np.nan)
+    for b0 in range(0, nframes, block):
+        b1 = min(b0 + block, nframes)
+        if use_acc:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                sig = np.nansum(acc["signal"][b0:b1], axis=1)
+                nrm = np.nansum(acc["normalization"][b0:b1], axis=1)
+                curves = np.where(nrm > 0, sig / nrm, np.nan)  # missing frames: all NaN -> 0/0 -> NaN
+        elif two_d:
+            with np.errstate(invalid="ignore"):
+                curves = np.nanmean(intensity[b0:b1], axis=1)
+        else:
+            curves = intensity[b0:b1]
+        ok = np.isfinite(curves)
+        total += np.where(ok, curves, 0).sum(axis=0)
+        finite += ok.sum(axis=0)
+        pick = (rows >= b0) & (rows < b1)
+        selected[pick] = curves[rows[pick] - b0]
+    return selected, total, finite
+
+
+def write_preview(master: Path | str, png: Path | str, *, max_rows: int = 2000) -> Path:
+    """A PNG of an experiment's master file: I(radial) of every frame of every entry as an image
+    (frames stacked top to bottom, entries separated by lines, NaN = missing frames in grey) above
+    the mean curve of all frames (and of each entry when there are few). 2-D entries are shown as
+    their azimuthal average. With more than ``max_rows`` frames in all, every k-th frame of each
+    entry is shown (the mean still uses every frame). Written atomically; returns ``png``."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.colors import LogNorm, Normalize
+    from matplotlib.figure import Figure
+
+    master, png = Path(master), Path(png)
+    with h5py.File(master, "r") as f:
+        entries = [g for g in f.values()
+                   if isinstance(g, h5py.Group) and _attr(g, "NX_class") == "NXentry" and "data" in g]
+        if not entries:
+            raise OutputError(f"{master}: no NXentry with data to preview")
+        total_frames = sum(e["data"]["I"].shape[0] for e in entries)
+        step = max(1, math.ceil(total_frames / max_rows))
+        axis_ds = entries[0]["data"]["radial_axis"]
+        radial = axis_ds[()]
+        edges = entries[0]["data"]["radial_axis_edges"][()] if "radial_axis_edges" in entries[0]["data"] else None
+        label = f"{_attr(axis_ds, 'long_name') or 'radial'} ({_attr(axis_ds, 'units') or '?'})"
+        blocks, bounds, means, names = [], [0], [], []
+        grand_sum, grand_n = np.zeros(radial.size), np.zeros(radial.size)
+        two_d = False
+        for entry in entries:
+            nframes = entry["data"]["I"].shape[0]
+            two_d |= entry["data"]["I"].ndim == 3
+            rows = np.arange(0, nframes, step)
+            selected, total, finite = _curves(entry, rows)
+            own = entry["data"]["radial_axis"][()]
+            if own.shape != radial.shape or not np.allclose(own, radial):
+                selected = np.array([np.interp(radial, own, r, left=np.nan, right=np.nan) for r in selected])
+                total = np.interp(radial, own, total, left=0, right=0)
+                finite = np.interp(radial, own, finite, left=0, right=0)
+            blocks.append(selected)
+            bounds.append(bounds[-1] + len(rows))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                means.append(np.where(finite > 0, total / np.maximum(finite, 1), np.nan))
+            grand_sum += total
+            grand_n += finite
+            names.append(entry.name.lstrip("/"))
+    image = np.concatenate(blocks, axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        grand = np.where(grand_n > 0, grand_sum / np.maximum(grand_n, 1), np.nan)
+
+    fig = Figure(figsize=(10, 9), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax_img, ax_mean = fig.subplots(2, 1, height_ratios=(2.2, 1), sharex=True)
+    finite_values = image[np.isfinite(image)]
+    low, high = np.percentile(finite_values, (1, 99.9)) if finite_values.size else (0.0, 1.0)
+    # a log scale where rings over a background span decades, linear otherwise (and for <= 0)
+    norm = LogNorm(low, high) if low > 0 and high > 20 * low else Normalize(low, high)
+    import matplotlib
+
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="0.75")
+    if edges is None or edges.shape != (radial.size + 1,):
+        half = (radial[1] - radial[0]) / 2 if radial.size > 1 else 0.5
+        edges = np.concatenate([[radial[0] - half], (radial[1:] + radial[:-1]) / 2, [radial[-1] + half]])
+    mesh = ax_img.pcolormesh(edges, np.arange(image.shape[0] + 1), np.ma.masked_invalid(image), norm=norm, cmap=cmap,
+                             shading="flat", rasterized=True)
+    ax_img.set_ylim(image.shape[0], 0)
+    for b in bounds[1:-1]:
+        ax_img.axhline(b, color="white", lw=min(0.8, 30 / len(names)), alpha=0.9 if len(names) <= 30 else 0.5)
+    every = math.ceil(len(names) / 40)  # at most 40 entry names on the axis
+    ax_img.set_yticks([(a + b) / 2 for a, b in zip(bounds[:-1:every], bounds[1::every])], names[::every], fontsize=7)
+    ax_img.set_ylabel("frames of each entry" + (f" (every {step}th)" if step > 1 else ""))
+    what = "azimuthal average of I(χ, radial)" if two_d else "I(radial)"
+    ax_img.set_title(f"{master.name}: {what}, {total_frames} frames, {len(names)} entries (grey: no result)")
+    fig.colorbar(mesh, ax=ax_img, label="I (arbitrary units)")
+    if len(names) <= 12:
+        for name, mean in zip(names, means):
+            ax_mean.plot(radial, mean, lw=0.8, alpha=0.8, label=name)
+    ax_mean.plot(radial, grand, color="black", lw=1.6, label="mean of all frames")
+    finite_mean = grand[np.isfinite(grand)]
+    if finite_mean.size and finite_mean.min() > 0 and finite_mean.max() > 20 * finite_mean.min():
+        ax_mean.set_yscale("log")
+    ax_mean.set_xlabel(label)
+    ax_mean.set_ylabel("mean I (arbitrary units)")
+    ax_mean.legend(fontsize=7, loc="best")
+    ax_mean.grid(alpha=0.3)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    tmp = png.with_name(f"{png.name}.tmp-{os.getpid()}")
+    try:
+        fig.savefig(tmp, format="png")
+        os.replace(tmp, png)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return png
+
+
+def _attr(obj: h5py.HLObject, name: str) -> str | None:
+    value = obj.attrs.get(name)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return None if value is None else str(value)

@@ -1,0 +1,108 @@
+"""The azimuthal-integration step: one chunk of frames in, one chunk result file out.
+
+Built once per worker process from the resolved ``reduction`` config (geometry, mask, dark,
+flat and the integrator — whose matrix comes from the on-disk cache after the first process),
+then called for each chunk. Frames are read block by block while the previous block is being
+integrated, and written into the chunk file as they come, so memory stays bounded for 2-D
+cakes too. ``reduction`` never imports ``hpc``: this class satisfies ``hpc.step.Step`` by shape.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import bliss
+from .chunkfile import ChunkMeta, ChunkWriter
+from .errors import RawDataError
+from .geometry import Geometry
+from .images import load_image
+from .integrator import Integrator
+
+__all__ = ["AzintStep"]
+
+log = logging.getLogger(__name__)
+
+#: Frames read and integrated per block (reading the next block overlaps the integration).
+READ_BLOCK = 32
+_HC = 12.398419843320026  # keV·Å
+
+
+class AzintStep:
+    """azint1d / azint2d: integrate every frame of a chunk, with the campaign's corrections."""
+
+    def __init__(self, reduction: Mapping[str, Any]) -> None:
+        self.cfg = dict(reduction)
+        self.kind = self.cfg.get("kind", "azint1d")
+        self.geometry = Geometry.from_poni(self.cfg["poni"])
+        shape = self.geometry.shape
+        mask = None if not self.cfg.get("mask") else load_image(self.cfg["mask"], what="mask", shape=shape)
+        self.dark = None if not self.cfg.get("dark") else load_image(self.cfg["dark"], what="dark", shape=shape)
+        self.flat = None if not self.cfg.get("flat") else load_image(self.cfg["flat"], what="flat", shape=shape)
+        self.integrator = Integrator(self.geometry, mask=mask, engine=self.cfg.get("engine") or "numpy")
+        self.poni_text = Path(self.cfg["poni"]).read_text(encoding="utf-8", errors="replace")
+
+    def _integrate(self, frames: np.ndarray, monitor: np.ndarray | None):
+        common = dict(unit=self.cfg["unit"], splitting=self.cfg["splitting"],
+                      radial_range=_pair(self.cfg.get("radial_range")),
+                      azimuth_range=_pair(self.cfg.get("azimuth_range")), dark=self.dark, flat=self.flat,
+                      solid_angle=bool(self.cfg.get("solid_angle", True)),
+                      polarization_factor=self.cfg.get("polarization_factor"), normalization=monitor,
+                      error_model=self.cfg.get("error_model"))
+        if self.kind == "azint2d":
+            return self.integrator.integrate2d(frames, npt_rad=int(self.cfg["npt_rad"]),
+                                               npt_azim=int(self.cfg["npt_azim"]), **common)
+        return self.integrator.integrate1d(frames, npt=int(self.cfg["npt"]), **common)
+
+    def __call__(self, chunk: Mapping[str, Any], out: Path, *, config_hash: str, config_json: str) -> int:
+        """Reduce the frames [start, stop) of the chunk's scan into ``out``; return the frame count."""
+        if chunk.get("problem"):
+            raise RawDataError(f"{chunk['dataset']} scan {chunk['scan']}: {chunk['problem']}")
+        dataset, scan, start, stop = Path(chunk["dataset"]), str(chunk["scan"]), int(chunk["start"]), int(chunk["stop"])
+        monitor = None
+        if chunk.get("monitor"):
+            monitor = np.asarray(bliss.read_counter(dataset, scan, chunk["monitor"], start, stop), dtype=np.float64)
+            bad = np.flatnonzero(~np.isfinite(monitor) | (monitor <= 0))
+            if len(bad):
+                raise RawDataError(f"{dataset} scan {scan}: monitor '{chunk['monitor']}' is {float(monitor[bad[0]])!r} at "
+                                   f"frame {start + int(bad[0])} ({len(bad)} frame(s) with a zero, negative or "
+                                   f"non-finite monitor); cannot normalise")
+        energy = self._check_wavelength(chunk)
+        meta = ChunkMeta(chunk_id=str(chunk["id"]), config_hash=config_hash, kind=self.kind, dataset=str(dataset),
+                         scan=scan, frame_start=start, frame_stop=stop, poni=self.poni_text, config_json=config_json,
+                         wavelength=self.geometry.wavelength, energy_kev=energy,
+                         solid_angle_applied=bool(self.cfg.get("solid_angle", True)),
+                         polarization_applied=self.cfg.get("polarization_factor") is not None,
+                         flat_applied=self.flat is not None, monitor_applied=monitor is not None, monitor=monitor)
+        blocks = [(b, min(b + READ_BLOCK, stop)) for b in range(start, stop, READ_BLOCK)]
+        with ChunkWriter(out, meta) as writer, ThreadPoolExecutor(1, thread_name_prefix="xreduce-read") as reader:
+            pending = reader.submit(bliss.read_frames, dataset, scan, chunk["detector"], *blocks[0]) if blocks else None
+            for i, (b0, b1) in enumerate(blocks):
+                frames = pending.result()
+                if i + 1 < len(blocks):
+                    pending = reader.submit(bliss.read_frames, dataset, scan, chunk["detector"], *blocks[i + 1])
+                block_monitor = None if monitor is None else monitor[b0 - start:b1 - start]
+                writer.write(b0 - start, self._integrate(frames, block_monitor))
+        return stop - start
+
+    def _check_wavelength(self, chunk: Mapping[str, Any]) -> float | None:
+        """The energy in keV from the PONI's wavelength; warn when the scan's monochromator disagrees."""
+        wavelength = self.geometry.wavelength
+        scan_energy = chunk.get("energy_kev")
+        if wavelength is None:
+            return scan_energy
+        energy = _HC / (wavelength * 1e10)
+        if scan_energy and abs(scan_energy - energy) > 1e-3 * energy:
+            log.warning("%s scan %s: monochromator energy %.4f keV differs from the PONI's %.4f keV "
+                        "(wavelength %.5g Å); using the PONI", chunk["dataset"], chunk["scan"], scan_energy, energy,
+                        wavelength * 1e10)
+        return energy
+
+
+def _pair(value: Any) -> tuple[float, float] | None:
+    return None if value is None else (float(value[0]), float(value[1]))
