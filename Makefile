@@ -1,6 +1,7 @@
 # xreduce - the README's set-up commands and a few helpers.
 #
-#   make demo     create/update .venv, integrate a synthetic calibrant, write PNGs to demo_out/
+#   make demo     create/update .venv, write a small synthetic BLISS experiment to demo_out/ and
+#                 reduce it with `xreduce demo` (NeXus master files + PNG previews)
 #   make test     as above, plus the system packages the tests run against (Open MPI, PoCL,
 #                 Slurm + accounting, HDF5 tools), then the whole test suite
 #   make bench    integration throughput (tests/benchmarks/bench_integrate.py)
@@ -31,8 +32,8 @@ help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 # ---------------------------------------------------------------- user-facing targets
-demo: venv  ## integrate a synthetic LaB6 stack; plots in demo_out/
-	$(VPY) docs/examples/integrate_calibrant.py --out $(DEMO_OUT)
+demo: venv  ## reduce a synthetic experiment with `xreduce demo`; results in demo_out/
+	$(VENV)/bin/xreduce demo --out $(DEMO_OUT)
 
 # system-test comes first so that the venv (mpi4py, pyopencl later) builds against those packages.
 test: system-test venv  ## install everything the tests need, run all of tests/

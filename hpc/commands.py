@@ -164,6 +164,12 @@ def _entry_name(dataset: str, scan: str) -> str:
     return f"{Path(dataset).stem}_{scan}"
 
 
+def _beamline(experiment: str) -> str:
+    """The beamline of a "proposal/beamline/session" experiment (NXinstrument/name)."""
+    parts = experiment.strip("/").split("/")
+    return parts[1] if len(parts) == 3 else "unknown"
+
+
 def _master_name(experiment: str) -> str:
     return experiment.strip("/").replace("/", "_") + ".nxs"
 
@@ -192,7 +198,7 @@ def merge_plan(current: Plan) -> int:
             specs.append(EntrySpec(name=_entry_name(dataset, scan), kind=kind, dataset=dataset, scan=scan,
                                    nframes=chunks[0].nframes_scan, chunks=parts,
                                    config_json=json.dumps(current.config, sort_keys=True), poni=poni,
-                                   chunk_ids=[c.id for c in chunks]))
+                                   chunk_ids=[c.id for c in chunks], beamline=_beamline(experiment)))
         if not specs:
             continue
         master = output / _master_name(experiment)

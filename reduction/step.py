@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import numpy as np
 
 from . import bliss
 from .chunkfile import ChunkMeta, ChunkWriter
-from .errors import RawDataError
+from .errors import IntegrationError, RawDataError
 from .geometry import Geometry
 from .images import load_image
 from .integrator import Integrator
@@ -30,7 +31,6 @@ log = logging.getLogger(__name__)
 
 #: Frames read and integrated per block (reading the next block overlaps the integration).
 READ_BLOCK = 32
-_HC = 12.398419843320026  # keV·Å
 
 
 class AzintStep:
@@ -44,10 +44,23 @@ class AzintStep:
         mask = None if not self.cfg.get("mask") else load_image(self.cfg["mask"], what="mask", shape=shape)
         self.dark = None if not self.cfg.get("dark") else load_image(self.cfg["dark"], what="dark", shape=shape)
         self.flat = None if not self.cfg.get("flat") else load_image(self.cfg["flat"], what="flat", shape=shape)
-        self.integrator = Integrator(self.geometry, mask=mask, engine=self.cfg.get("engine") or "numpy")
+        if self.cfg.get("unit") == "r_mm" and (self.geometry.rot1 or self.geometry.rot2):
+            raise IntegrationError("unit r_mm needs an untilted detector (rot1 = rot2 = 0): NXazint results "
+                                   "carry a q or 2θ axis, and r maps onto 2θ only without tilt; use 2th_deg or q")
+        self.mask = mask
+        self.engine = self.cfg.get("engine") or "auto"
+        self._integrators: dict[float | None, Integrator] = {}
+        self.integrator = self._integrator_for(self.geometry.wavelength)
         self.poni_text = Path(self.cfg["poni"]).read_text(encoding="utf-8", errors="replace")
 
-    def _integrate(self, frames: np.ndarray, monitor: np.ndarray | None):
+    def _integrator_for(self, wavelength: float | None) -> Integrator:
+        """One integrator per wavelength (the PONI's, or a scan's when the PONI has none)."""
+        if wavelength not in self._integrators:
+            geometry = replace(self.geometry, wavelength=wavelength)
+            self._integrators[wavelength] = Integrator(geometry, mask=self.mask, engine=self.engine)
+        return self._integrators[wavelength]
+
+    def _integrate(self, integrator: Integrator, frames: np.ndarray, monitor: np.ndarray | None):
         common = dict(unit=self.cfg["unit"], splitting=self.cfg["splitting"],
                       radial_range=_pair(self.cfg.get("radial_range")),
                       azimuth_range=_pair(self.cfg.get("azimuth_range")), dark=self.dark, flat=self.flat,
@@ -55,9 +68,9 @@ class AzintStep:
                       polarization_factor=self.cfg.get("polarization_factor"), normalization=monitor,
                       error_model=self.cfg.get("error_model"))
         if self.kind == "azint2d":
-            return self.integrator.integrate2d(frames, npt_rad=int(self.cfg["npt_rad"]),
+            return integrator.integrate2d(frames, npt_rad=int(self.cfg["npt_rad"]),
                                                npt_azim=int(self.cfg["npt_azim"]), **common)
-        return self.integrator.integrate1d(frames, npt=int(self.cfg["npt"]), **common)
+        return integrator.integrate1d(frames, npt=int(self.cfg["npt"]), **common)
 
     def __call__(self, chunk: Mapping[str, Any], out: Path, *, config_hash: str, config_json: str) -> int:
         """Reduce the frames [start, stop) of the chunk's scan into ``out``; return the frame count."""
@@ -73,9 +86,12 @@ class AzintStep:
                                    f"frame {start + int(bad[0])} ({len(bad)} frame(s) with a zero, negative or "
                                    f"non-finite monitor); cannot normalise")
         energy = self._check_wavelength(chunk)
+        integrator = self.integrator
+        if self.geometry.wavelength is None and energy:
+            integrator = self._integrator_for(bliss.HC_KEV_ANGSTROM / energy * 1e-10)
         meta = ChunkMeta(chunk_id=str(chunk["id"]), config_hash=config_hash, kind=self.kind, dataset=str(dataset),
                          scan=scan, frame_start=start, frame_stop=stop, poni=self.poni_text, config_json=config_json,
-                         wavelength=self.geometry.wavelength, energy_kev=energy,
+                         wavelength=integrator.geometry.wavelength, energy_kev=energy,
                          solid_angle_applied=bool(self.cfg.get("solid_angle", True)),
                          polarization_applied=self.cfg.get("polarization_factor") is not None,
                          flat_applied=self.flat is not None, monitor_applied=monitor is not None, monitor=monitor)
@@ -87,16 +103,19 @@ class AzintStep:
                 if i + 1 < len(blocks):
                     pending = reader.submit(bliss.read_frames, dataset, scan, chunk["detector"], *blocks[i + 1])
                 block_monitor = None if monitor is None else monitor[b0 - start:b1 - start]
-                writer.write(b0 - start, self._integrate(frames, block_monitor))
+                writer.write(b0 - start, self._integrate(integrator, frames, block_monitor))
         return stop - start
 
     def _check_wavelength(self, chunk: Mapping[str, Any]) -> float | None:
-        """The energy in keV from the PONI's wavelength; warn when the scan's monochromator disagrees."""
+        """The energy in keV: the PONI's, else the scan's monochromator; warn when the two disagree."""
         wavelength = self.geometry.wavelength
         scan_energy = chunk.get("energy_kev")
         if wavelength is None:
+            if scan_energy:
+                log.info("%s scan %s: the PONI has no wavelength; using the monochromator's %.4f keV",
+                         chunk["dataset"], chunk["scan"], scan_energy)
             return scan_energy
-        energy = _HC / (wavelength * 1e10)
+        energy = bliss.HC_KEV_ANGSTROM / (wavelength * 1e10)
         if scan_energy and abs(scan_energy - energy) > 1e-3 * energy:
             log.warning("%s scan %s: monochromator energy %.4f keV differs from the PONI's %.4f keV "
                         "(wavelength %.5g Å); using the PONI", chunk["dataset"], chunk["scan"], scan_energy, energy,

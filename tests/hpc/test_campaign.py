@@ -204,3 +204,39 @@ def test_bad_poni_content_exits_2(experiment, tmp_path, capsys) -> None:
     out = tmp_path / "out"
     assert main(["run", *overrides(experiment, out), f"reduction.poni={broken}"]) == 2
     assert "Distance = 'oops' is not a number" in capsys.readouterr().err
+
+
+def test_plan_then_parallel_workers(experiment, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    capsys.readouterr()
+    assert main(["plan", *overrides(experiment, out)]) == 0
+    printed = capsys.readouterr().out
+    assert "total" in printed and f"{4 * N_FRAMES}" in printed and "plan.json" in printed
+    assert main(["run", *overrides(experiment, out, "backend.workers=2")]) == 0
+    serial = tmp_path / "serial"
+    assert main(["run", *overrides(experiment, serial)]) == 0
+    with h5py.File(master_of(out), "r") as a, h5py.File(master_of(serial), "r") as b:
+        for name in a:
+            np.testing.assert_allclose(a[name]["data"]["I"][()], b[name]["data"]["I"][()], rtol=1e-6)
+
+
+def test_wavelength_from_the_scan_when_the_poni_has_none(experiment, tmp_path) -> None:
+    poni = tmp_path / "no-wavelength.poni"
+    poni.write_text("\n".join(line for line in experiment.poni.read_text().splitlines()
+                              if not line.startswith("Wavelength")) + "\n")
+    out, ref = tmp_path / "out", tmp_path / "ref"
+    assert main(["run", *overrides(experiment, out, f"reduction.poni={poni}")]) == 0
+    assert main(["run", *overrides(experiment, ref)]) == 0
+    with h5py.File(master_of(out), "r") as a, h5py.File(master_of(ref), "r") as b:
+        name = f"{experiment.datasets[0].stem}_1.1"
+        np.testing.assert_allclose(a[name]["data"]["radial_axis"][()], b[name]["data"]["radial_axis"][()],
+                                   rtol=1e-9)
+        np.testing.assert_allclose(a[name]["data"]["I"][()], b[name]["data"]["I"][()], rtol=1e-6)
+
+
+def test_r_mm_on_a_tilted_detector_is_refused_up_front(experiment, tmp_path, capsys) -> None:
+    assert "Rot1: 0.01" in experiment.poni.read_text()  # the demo detector is slightly tilted
+    out = tmp_path / "out"
+    assert main(["run", *overrides(experiment, out, "reduction.unit=r_mm")]) == 2
+    assert "r_mm needs an untilted detector" in capsys.readouterr().err
+    assert not (out / "chunks").exists()
