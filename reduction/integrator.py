@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import zlib
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ class _Prepared:
     engine: Any
     radial: Bins
     azimuth: Bins | None
+    static: OrderedDict = field(default_factory=OrderedDict)  # correction settings -> list[_StaticTerm]
 
 
 class Integrator:
@@ -226,7 +228,7 @@ class Integrator:
         acc = {"signal": np.zeros((nframes, nbins)), "normalization": np.zeros((nframes, nbins)),
                "count": np.zeros((nframes, nbins)),
                "variance": np.zeros((nframes, nbins)) if error_model else None}
-        static = self._static_terms(matrix, flat, solid_angle, polarization_factor, dark,
+        static = self._static_terms(prep, flat, solid_angle, polarization_factor, dark,
                                     with_dark_variance=error_model is not None and npt_azim is not None
                                     and splitting != "full")
         flat_frames = stack.reshape(nframes, -1)
@@ -298,16 +300,24 @@ class Integrator:
                                    f"has {float(monitor[bad[0]])!r} ({len(bad)} bad frame(s))")
         return monitor
 
-    def _static_terms(self, matrix: scipy.sparse.csr_array, flat: np.ndarray | None, solid_angle: bool,
+    def _static_terms(self, prep: _Prepared, flat: np.ndarray | None, solid_angle: bool,
                       polarization_factor: float | None, dark: np.ndarray | None, *,
                       with_dark_variance: bool) -> list[_StaticTerm]:
         """The per-bin sums that do not depend on the frame: count, normalisation, dark.
+
+        Cached per matrix and correction settings (flat and dark by content), so a stream of
+        blocks with the same corrections pays for them once.
 
         pyFAI's Poisson rule depends on its engine and we follow it, so that sigma agrees: for
         2-D with splitting ``no``/``bbox`` (where pyFAI derives the variance in Python) the dark
         adds max(dark, 0) to each pixel's variance; in 1-D and 2-D ``full`` (its Cython engines
         model the variance themselves) the variance is max(raw, 1) alone.
         """
+        key = (solid_angle, polarization_factor, _array_digest(flat), _array_digest(dark), with_dark_variance)
+        if key in prep.static:
+            prep.static.move_to_end(key)
+            return prep.static[key]
+        matrix = prep.matrix
         terms = [_StaticTerm("count", matrix, np.ones(matrix.shape[1])),
                  _StaticTerm("normalization", matrix, self._pixel_normalization(flat, solid_angle,
                                                                                 polarization_factor))]
@@ -316,6 +326,9 @@ class Integrator:
             terms.append(_StaticTerm("signal", matrix, -dark_px))
             if with_dark_variance:
                 terms.append(_StaticTerm("variance", matrix.multiply(matrix).tocsr(), np.maximum(dark_px, 0.0)))
+        prep.static[key] = terms
+        while len(prep.static) > 4:
+            prep.static.popitem(last=False)
         return terms
 
 
@@ -365,6 +378,14 @@ def _azimuth_radians(degrees: tuple[float, float] | None) -> tuple[float, float]
         raise IntegrationError(f"azimuth_range {degrees} crosses χ = ±180°, where χ wraps; use ranges within "
                                "[-180, 180], e.g. two integrations for a sector around 180°")
     return lo, hi
+
+
+def _array_digest(image: np.ndarray | None) -> tuple | None:
+    """Content fingerprint of a correction image (CRC32 + shape + dtype), for the static-term cache."""
+    if image is None:
+        return None
+    image = np.ascontiguousarray(image)
+    return image.shape, image.dtype.str, zlib.crc32(image.view(np.uint8))
 
 
 def _digest(mask: np.ndarray) -> str:
