@@ -23,7 +23,7 @@ __all__ = ["MatrixCache", "default_cache_dir", "spec_key"]
 
 log = logging.getLogger(__name__)
 
-_FORMAT = "xreduce-csr-1"
+_FORMAT = "xreduce-csr-2"
 
 
 def default_cache_dir() -> Path:
@@ -57,8 +57,8 @@ class MatrixCache:
         """Where the matrix for ``key`` lives."""
         return self.directory / f"{key}.npz"
 
-    def load(self, key: str) -> scipy.sparse.csr_array | None:
-        """The cached matrix, or None when absent, unreadable, corrupt or of another format."""
+    def load(self, key: str) -> tuple[scipy.sparse.csr_array, list[float]] | None:
+        """The cached matrix and its bin bounds, or None when absent, unreadable, corrupt or foreign."""
         path = self.path(key)
         if not path.exists():
             return None
@@ -66,26 +66,30 @@ class MatrixCache:
             with np.load(path, allow_pickle=False) as npz:
                 if str(npz["format"]) != _FORMAT or str(npz["key"]) != key:
                     raise ValueError("format or key mismatch")
-                data, indices, indptr = npz["data"], npz["indices"], npz["indptr"]
+                data, indices, indptr, bounds = npz["data"], npz["indices"], npz["indptr"], npz["bounds"]
                 shape = tuple(int(v) for v in npz["shape"])
-                if int(npz["crc"]) != _crc(data, indices, indptr):
+                if int(npz["crc"]) != _crc(data, indices, indptr, bounds):
                     raise ValueError("checksum mismatch")
             matrix = scipy.sparse.csr_array((data, indices, indptr), shape=shape)
             matrix.check_format(full_check=False)
-            return matrix
+            return matrix, [float(b) for b in bounds]
         except Exception as exc:  # any damage means "rebuild", never "trust"
             log.warning("ignoring damaged matrix cache file %s (%s); rebuilding it", path, exc)
             return None
 
-    def store(self, key: str, matrix: scipy.sparse.csr_array) -> None:
-        """Write ``matrix`` atomically; a cache that cannot be written only costs a rebuild later."""
+    def store(self, key: str, matrix: scipy.sparse.csr_array, bounds: list[float]) -> None:
+        """Write ``matrix`` and its bin bounds (lo, hi[, azimuth lo, hi]) atomically.
+
+        A cache that cannot be written only costs a rebuild later.
+        """
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=self.directory)
             with os.fdopen(fd, "wb") as handle:
+                bounds_array = np.asarray(bounds, dtype=np.float64)
                 np.savez(handle, format=_FORMAT, key=key, data=matrix.data, indices=matrix.indices,
-                         indptr=matrix.indptr, shape=np.asarray(matrix.shape),
-                         crc=_crc(matrix.data, matrix.indices, matrix.indptr))
+                         indptr=matrix.indptr, shape=np.asarray(matrix.shape), bounds=bounds_array,
+                         crc=_crc(matrix.data, matrix.indices, matrix.indptr, bounds_array))
             os.replace(tmp, self.path(key))
         except OSError as exc:
             log.warning("cannot write matrix cache in %s (%s); continuing without it", self.directory, exc)

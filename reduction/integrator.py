@@ -165,6 +165,35 @@ class Integrator:
         valid = ~self.mask.ravel()
         if not valid.any():
             raise IntegrationError("every pixel is masked: nothing to integrate")
+        cached = self._cache.load(key) if self._cache is not None else None
+        if cached is not None:
+            matrix, bounds = cached
+            radial_bins = Bins(bounds[0], bounds[1], int(npt))
+            azimuth_bins = None if npt_azim is None else Bins(bounds[2], bounds[3], int(npt_azim))
+        else:
+            matrix, radial_bins, azimuth_bins = self._build(npt, npt_azim, unit, splitting, rad_range, azim_range,
+                                                            valid)
+            if self._cache is not None:
+                bounds = [radial_bins.lo, radial_bins.hi]
+                if azimuth_bins is not None:
+                    bounds += [azimuth_bins.lo, azimuth_bins.hi]
+                self._cache.store(key, matrix, bounds)
+        if matrix.nnz == 0:
+            shown = radial_range if radial_range is not None else (float(radial_bins.lo * u.scale),
+                                                                   float(radial_bins.hi * u.scale))
+            raise IntegrationError(f"radial_range {shown} ({u.name}) and azimuth_range {azimuth_range} contain "
+                                   f"no pixel of detector {self.geometry.detector.name}")
+        prepared = _Prepared(matrix, ENGINES[self.engine_name](matrix, threads=self.threads), radial_bins,
+                             azimuth_bins)
+        self._prepared[key] = prepared
+        while len(self._prepared) > 4:  # a few configurations per process is plenty
+            self._prepared.popitem(last=False)
+        return prepared
+
+    def _build(self, npt: int, npt_azim: int | None, unit: str, splitting: str,
+               rad_range: tuple[float, float] | None, azim_range: tuple[float, float] | None,
+               valid: np.ndarray) -> tuple[scipy.sparse.csr_array, Bins, Bins | None]:
+        """Pixel positions → bins (pyFAI's range rules) → the pixel-splitting matrix."""
         radial = self.geometry.radial_positions(unit)
         azimuth = self.geometry.azimuth_positions()
         # pyFAI bins over [min, max·(1+eps32)] for a user range too: same bins, same pixels
@@ -174,23 +203,9 @@ class Integrator:
         if npt_azim is not None:
             azimuth_bins = Bins(*(auto_range(splitting, azimuth, valid, allow_negative=True, azimuthal=True)
                                   if azim_range is None else pyfai_range(*azim_range)), int(npt_azim))
-
-        matrix = self._cache.load(key) if self._cache is not None else None
-        if matrix is None:
-            matrix = build_matrix(splitting, radial, azimuth, valid, radial_bins, azimuth_bins,
-                                  azim_range if npt_azim is None else None)
-            if self._cache is not None:
-                self._cache.store(key, matrix)
-        if matrix.nnz == 0:
-            shown = radial_range if radial_range is not None else (float(radial_bins.lo * u.scale), float(radial_bins.hi * u.scale))
-            raise IntegrationError(f"radial_range {shown} ({u.name}) and azimuth_range {azimuth_range} contain "
-                                   f"no pixel of detector {self.geometry.detector.name}")
-        prepared = _Prepared(matrix, ENGINES[self.engine_name](matrix, threads=self.threads), radial_bins,
-                             azimuth_bins)
-        self._prepared[key] = prepared
-        while len(self._prepared) > 4:  # a few configurations per process is plenty
-            self._prepared.popitem(last=False)
-        return prepared
+        matrix = build_matrix(splitting, radial, azimuth, valid, radial_bins, azimuth_bins,
+                              azim_range if npt_azim is None else None)
+        return matrix, radial_bins, azimuth_bins
 
     def _pixel_normalization(self, flat: np.ndarray | None, solid_angle: bool,
                              polarization_factor: float | None) -> np.ndarray:
