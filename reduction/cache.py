@@ -64,8 +64,10 @@ class MatrixCache:
             return None
         try:
             with np.load(path, allow_pickle=False) as npz:
-                if str(npz["format"]) != _FORMAT or str(npz["key"]) != key:
-                    raise ValueError("format or key mismatch")
+                if str(npz["format"]) != _FORMAT:
+                    raise ValueError(f"format {str(npz['format'])!r}, this version reads {_FORMAT!r}")
+                if str(npz["key"]) != key:
+                    raise ValueError("written for another key")
                 data, indices, indptr, bounds = npz["data"], npz["indices"], npz["indptr"], npz["bounds"]
                 shape = tuple(int(v) for v in npz["shape"])
                 if int(npz["crc"]) != _crc(data, indices, indptr, bounds):
@@ -74,7 +76,7 @@ class MatrixCache:
             matrix.check_format(full_check=False)
             return matrix, [float(b) for b in bounds]
         except Exception as exc:  # any damage means "rebuild", never "trust"
-            log.warning("ignoring damaged matrix cache file %s (%s); rebuilding it", path, exc)
+            log.warning("ignoring unusable matrix cache file %s (%s); rebuilding it", path, exc)
             return None
 
     def store(self, key: str, matrix: scipy.sparse.csr_array, bounds: list[float]) -> None:

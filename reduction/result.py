@@ -17,7 +17,7 @@ class IntegrationResult:
     fraction ``c`` (``c²`` for the variance); they let results be re-binned or merged exactly:
 
     - ``signal``        Σ c·(raw − dark)
-    - ``variance``      Σ c²·max(raw, 1)  (Poisson; None without an error model)
+    - ``variance``      Σ c²·max(raw, 1)  (Poisson, pyFAI's rule; None without an error model)
     - ``normalization`` Σ c·flat·solid_angle·polarisation·monitor
     - ``count``         Σ c over unmasked pixels
 
