@@ -60,6 +60,13 @@ def _parser() -> argparse.ArgumentParser:
                             description="Chunk states with reasons, from a config (overrides) or from an "
                                         "output folder (xreduce status DIR).")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    submit = sub.add_parser("submit", parents=[configured], help="backend=slurm: submit a job array + merge job",
+                            description="Submit the chunks still to do as Slurm job arrays and a dependent "
+                                        "merge job; print the job ids and return.")
+    submit.add_argument("--force", action="store_true",
+                        help="submit even if jobs of this campaign are still queued or running")
+    sub.add_parser("cancel", parents=[configured], help="scancel this campaign's queued or running jobs",
+                   description="Cancel the Slurm jobs of this campaign that are queued or running.")
     sub.add_parser("merge", parents=[configured], help="(re)build the master files from finished chunks",
                    description="(Re)build the master NeXus files from the finished chunks.")
     demo = sub.add_parser("demo", parents=[common], help="reduce a small synthetic experiment locally",
@@ -70,7 +77,9 @@ def _parser() -> argparse.ArgumentParser:
                             description="Run the chunks of one task group of a plan (what a Slurm array "
                                         "task or an MPI rank runs).")
     worker.add_argument("--plan", metavar="PATH", type=Path, required=True, help="the plan.json file")
-    worker.add_argument("--group", metavar="N", type=int, required=True, help="task group index")
+    what = worker.add_mutually_exclusive_group(required=True)
+    what.add_argument("--group", metavar="N", type=int, help="task group index")
+    what.add_argument("--merge", action="store_true", help="build the master files (the merge job)")
     return parser
 
 
@@ -113,16 +122,18 @@ def _config(args: argparse.Namespace) -> Any:
 
 def _dispatch(args: argparse.Namespace) -> int:
     """Validate the config first (exit 2 before anything runs), then run the command."""
-    if args.command in ("plan", "run", "merge"):
+    if args.command in ("plan", "run", "merge", "cancel"):
         cfg = _config(args)
         return getattr(_commands(), args.command)(cfg)
+    if args.command == "submit":
+        return _commands().submit(_config(args), force=args.force)
     if args.command == "status":
         target = _status_target(args)
         return _commands().status(target, as_json=args.json)
     if args.command == "demo":
         return _commands().demo(args.out)
     if args.command == "worker":
-        return _commands().worker(args.plan, args.group)
+        return _commands().worker(args.plan, args.group, merge_only=args.merge)
     raise AssertionError(f"unhandled command {args.command}")
 
 

@@ -19,13 +19,13 @@ from tqdm import tqdm
 from reduction.errors import XReduceError
 
 from .backends import get_backend
-from .errors import ConfigError
+from .errors import BackendError, ConfigError
 from .plan import Plan, make_plan, read_plan, write_plan
 from .state import DONE, FAILED, PENDING, ChunkPaths, ChunkState, chunk_states
 from .step import load_step
 from .worker import Outcome, StepCache, process_chunk
 
-__all__ = ["plan", "run", "status", "merge", "demo", "worker", "merge_plan"]
+__all__ = ["plan", "run", "submit", "cancel", "status", "merge", "demo", "worker", "merge_plan"]
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def _make_plan(cfg: Any) -> Plan:
 
 def _plan_summary(plan: Plan, states: list[ChunkState]) -> str:
     per_dataset: dict[str, dict[str, Any]] = defaultdict(lambda: {"scans": set(), "frames": 0, "chunks": 0,
-                                                                 "done": 0, "failed": 0})
+                                                                 "done": 0, "failed": 0, "active": 0})
     for st in states:
         row = per_dataset[st.chunk.dataset]
         row["scans"].add(st.chunk.scan)
@@ -63,14 +63,17 @@ def _plan_summary(plan: Plan, states: list[ChunkState]) -> str:
         row["chunks"] += 1
         row["done"] += st.state == DONE
         row["failed"] += st.state == FAILED
+        row["active"] += st.state in ("queued", "running")
     unfinished = Counter(p["dataset"] for p in plan.pending_scans)
-    rows = [[Path(name).name, len(r["scans"]), r["frames"], r["chunks"], r["done"], r["failed"],
-             r["chunks"] - r["done"] - r["failed"], unfinished.get(name, 0)] for name, r in sorted(per_dataset.items())]
+    rows = [[Path(name).name, len(r["scans"]), r["frames"], r["chunks"], r["done"], r["failed"], r["active"],
+             r["chunks"] - r["done"] - r["failed"] - r["active"], unfinished.get(name, 0)]
+            for name, r in sorted(per_dataset.items())]
     for name in sorted(set(unfinished) - set(per_dataset)):
-        rows.append([Path(name).name, 0, 0, 0, 0, 0, 0, unfinished[name]])
-    total = [sum(r[i] for r in rows) for i in range(1, 8)]
+        rows.append([Path(name).name, 0, 0, 0, 0, 0, 0, 0, unfinished[name]])
+    total = [sum(r[i] for r in rows) for i in range(1, 9)]
     rows.append(["total", *total])
-    return _table(rows, ["dataset", "scans", "frames", "chunks", "done", "failed", "todo", "unfinished scans"])
+    return _table(rows, ["dataset", "scans", "frames", "chunks", "done", "failed", "queued/running", "todo",
+                         "unfinished scans"])
 
 
 def plan(cfg: Any) -> int:
@@ -131,17 +134,87 @@ def run(cfg: Any) -> int:
     return code
 
 
+# -- Slurm ----------------------------------------------------------------------------------------
+def submit(cfg: Any, force: bool = False) -> int:
+    """backend=slurm: submit the chunks still to do as job arrays plus a dependent merge job."""
+    from .backends import slurm
+
+    if cfg.backend.name != "slurm":
+        raise ConfigError(f"xreduce submit needs backend=slurm (backend.name is {cfg.backend.name!r}); "
+                          "`xreduce run` runs other backends here")
+    try:
+        load_step(cfg.reduction)
+    except XReduceError as exc:
+        raise ConfigError(f"reduction config cannot be used: {exc}") from exc
+    slurm.require()
+    output = Path(cfg.campaign.output)
+    running = slurm.active_jobs(output)
+    if running and not force:
+        raise BackendError(f"campaign {cfg.campaign.name} still has Slurm jobs queued or running: "
+                           f"{', '.join(running)}; wait for them (`xreduce status`), cancel them "
+                           "(`xreduce cancel`), or submit anyway with --force")
+    new = _make_plan(cfg)
+    states = chunk_states(new, output)
+    todo = [i for i, st in enumerate(states) if st.state != DONE]
+    _say(f"{len(new.chunks)} chunks: {len(states) - len(todo)} already done, {len(todo)} to submit")
+    if not todo:
+        return merge_plan(new)
+    sub = slurm.submit(new, todo, cfg.backend)
+    arrays = ", ".join(f"{job} ({count} tasks)" for job, (_, count) in zip(sub.array_jobs, sub.arrays))
+    _say(f"submitted array job(s) {arrays} and merge job {sub.merge_job}")
+    _say(f"scripts and logs: {sub.folder}")
+    _say(f"watch with `xreduce status {output}`")
+    return 0
+
+
+def cancel(cfg: Any) -> int:
+    """scancel the campaign's queued or running Slurm jobs."""
+    from .backends import slurm
+
+    jobs = slurm.cancel(Path(cfg.campaign.output))
+    _say(f"cancelled {', '.join(jobs)}" if jobs else "nothing queued or running for this campaign")
+    return 0
+
+
+def _with_slurm(output: Path, states: list[ChunkState]) -> list[ChunkState]:
+    """Overlay what Slurm knows on chunks the files call pending: queued, running, or died silently."""
+    from .backends import slurm
+
+    sub = slurm.latest_submission(output)
+    if sub is None:
+        return states
+    try:
+        tasks = slurm.task_states(sub)
+    except BackendError as exc:  # a status must still work when the controller is down
+        log.warning("Slurm cannot be asked about jobs %s (%s): states below come from the files only",
+                    ", ".join(sub.job_ids), str(exc).splitlines()[0])
+        return states
+    group_of = {cid: g for g, ids in enumerate(sub.groups) for cid in ids}
+    out = []
+    for st in states:
+        group = group_of.get(st.chunk.id)
+        if st.state == PENDING and group is not None and group in tasks:
+            state, job = tasks[group]
+            if state in slurm.ACTIVE:
+                st = ChunkState(st.chunk, "running" if state == "RUNNING" else "queued", f"Slurm job {job} {state}")
+            elif state in slurm.SILENT_DEATHS:
+                log_file = Path(sub.folder) / "logs" / f"{job}.err"
+                st = ChunkState(st.chunk, FAILED, f"Slurm: {state} (job {job}; log {log_file})")
+        out.append(st)
+    return out
+
+
 # -- status ---------------------------------------------------------------------------------------
 def status(target: Any, as_json: bool = False) -> int:
     """Done / failed / pending chunks with reasons, from the files of an output folder or a config."""
     output = Path(target) if isinstance(target, (str, Path)) else Path(target.campaign.output)
     current = read_plan(output)
-    states = chunk_states(current, output)
+    states = _with_slurm(output, chunk_states(current, output))
     counts = Counter(st.state for st in states)
     if as_json:
         print(json.dumps({
             "campaign": current.campaign, "output": str(output), "config_hash": current.config_hash,
-            "counts": {k: counts.get(k, 0) for k in (DONE, FAILED, PENDING)},
+            "counts": {k: counts.get(k, 0) for k in (DONE, FAILED, PENDING, "queued", "running")},
             "frames": {"total": current.nframes,
                        "done": sum(st.chunk.nframes for st in states if st.state == DONE)},
             "unfinished_scans": current.pending_scans,
@@ -202,7 +275,9 @@ def merge_plan(current: Plan) -> int:
         if not specs:
             continue
         master = output / _master_name(experiment)
-        write_master(master, specs, mode=mode)
+        report = write_master(master, specs, mode=mode)
+        if not report.complete:
+            _say(report.summary())
         preview = master.with_suffix(".png")
         write_preview(master, preview)
         _say(f"master: {master}\npreview: {preview}")
@@ -215,9 +290,14 @@ def merge(cfg: Any) -> int:
 
 
 # -- worker ---------------------------------------------------------------------------------------
-def worker(plan_path: Path, group: int) -> int:
-    """Process task group ``group`` of a plan (what a Slurm array task or an MPI rank runs)."""
+def worker(plan_path: Path, group: int | None, merge_only: bool = False) -> int:
+    """Process task group ``group`` of a plan (what a Slurm array task or an MPI rank runs),
+    or with ``merge_only`` build the master files (what the dependent merge job runs)."""
     current = read_plan(plan_path)
+    if merge_only:
+        return merge_plan(current)
+    if group is None:
+        raise ConfigError("xreduce worker needs --group N (or --merge)")
     if not 0 <= group < len(current.groups):
         raise ConfigError(f"task group {group} does not exist: the plan {plan_path} has {len(current.groups)}")
     steps = StepCache()

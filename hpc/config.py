@@ -122,6 +122,27 @@ class LocalBackendConfig(BackendConfig):
 
 
 @dataclass
+class SlurmBackendConfig(BackendConfig):
+    """``backend=slurm``: one job array for the chunks and a dependent merge job (sbatch)."""
+
+    name: str = "slurm"
+    partition: str | None = None            # --partition; null: the cluster's default
+    account: str | None = None              # --account
+    qos: str | None = None                  # --qos
+    time: str = "01:00:00"                  # --time of each array task (walltime)
+    cpus_per_task: int = 2                  # --cpus-per-task (engine threads)
+    mem: str | None = None                  # --mem, e.g. 16G
+    gpus_per_task: int = 0                  # --gres=gpu:N
+    array_parallelism: int | None = None    # --array=...%N: at most N tasks at once
+    chunks_per_task: int = 1                # chunks packed into one array task
+    max_array_size: int | None = None       # null: MaxArraySize from `scontrol show config`
+    extra_directives: list[str] = field(default_factory=list)   # more "#SBATCH ..." options, e.g. ["--exclusive"]
+    setup: list[str] = field(default_factory=list)   # shell lines before xreduce, e.g. ["module load xreduce"]
+    container: str | None = None            # an Apptainer image: tasks run `apptainer exec --nv IMAGE xreduce ...`
+    merge_time: str = "00:30:00"            # --time of the merge job
+
+
+@dataclass
 class PartitionConfig:
     """``partition``: how scans are cut into chunks."""
 
@@ -149,7 +170,7 @@ class Config:
 #: reduction.kind → schema. A new kind is a new step class (``reduction.step``) plus one schema here.
 REDUCTION_SCHEMAS: dict[str, type[ReductionConfig]] = {"azint1d": Azint1dConfig, "azint2d": Azint2dConfig}
 #: backend.name → schema. A new backend adds its dataclass (extending BackendConfig) here.
-BACKEND_SCHEMAS: dict[str, type[BackendConfig]] = {"local": LocalBackendConfig}
+BACKEND_SCHEMAS: dict[str, type[BackendConfig]] = {"local": LocalBackendConfig, "slurm": SlurmBackendConfig}
 MERGE_MODES = ("vds", "copy")
 #: Reduction keys naming a file whose content (not path) enters the config hash.
 _FILE_KEYS = ("poni", "mask", "dark", "flat")
@@ -467,6 +488,27 @@ def _default_output(raw_data: Path, name: str) -> Path:
     return raw_data.parent / "xreduce_output" / name
 
 
+_SLURM_TIME = re.compile(r"^(\d+|\d+:\d{1,2}|\d+:\d{1,2}:\d{1,2}|\d+-\d+|\d+-\d+:\d{1,2}|\d+-\d+:\d{1,2}:\d{1,2})$")
+
+
+def _slurm_time(key: str, value: str, check_paths: bool) -> Any:
+    """Slurm's --time formats: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S."""
+    if not _SLURM_TIME.match(str(value)):
+        raise ConfigError(f"{key}={value!r} is not a Slurm time: use minutes, HH:MM:SS or D-HH:MM:SS "
+                          f"(e.g. {key}=01:30:00)")
+    return _UNCHANGED
+
+
+def _optional_positive(key: str, value: int | None, check_paths: bool) -> Any:
+    return _UNCHANGED if value is None else _positive(key, value, check_paths)
+
+
+def _not_negative(key: str, value: int, check_paths: bool) -> Any:
+    if value < 0:
+        raise ConfigError(f"{key}={value} must be 0 or more")
+    return _UNCHANGED
+
+
 #: (key, check) in order; a check runs when its key exists in the chosen schema.
 _CHECKS: list[tuple[str, _Check]] = [
     ("campaign.name", _name),
@@ -488,6 +530,13 @@ _CHECKS: list[tuple[str, _Check]] = [
     ("reduction.polarization_factor", _polarization),
     ("reduction.error_model", _choice(_error_models)),
     ("backend.workers", _positive),
+    ("backend.time", _slurm_time),
+    ("backend.merge_time", _slurm_time),
+    ("backend.cpus_per_task", _positive),
+    ("backend.chunks_per_task", _positive),
+    ("backend.array_parallelism", _optional_positive),
+    ("backend.max_array_size", _optional_positive),
+    ("backend.gpus_per_task", _not_negative),
     ("partition.frames_per_chunk", _positive),
     ("merge.mode", _choice(lambda: MERGE_MODES)),
 ]

@@ -80,7 +80,7 @@ def test_run_reduces_everything_like_the_integrator(experiment, tmp_path, capsys
         np.testing.assert_allclose(data["radial_axis"][()], expected.radial, rtol=1e-12)
 
     report = status_json(out, capsys)
-    assert report["counts"] == {"done": 12, "failed": 0, "pending": 0}
+    assert report["counts"] == {"done": 12, "failed": 0, "pending": 0, "queued": 0, "running": 0}
     assert report["frames"] == {"total": 4 * N_FRAMES, "done": 4 * N_FRAMES}
 
     # moving the output folder keeps the master readable (relative VDS paths)
@@ -159,7 +159,7 @@ def test_bad_inputs_fail_only_their_chunks(experiment, tmp_path, capsys) -> None
         assert (out / "chunks" / f"{c['id']}.error.json").is_file()
     assert {f"{c['dataset']}::{c['scan']}" for c in failed} == set(expected)
     # the scan without detector becomes one chunk (10 in all); each other breakage costs one chunk
-    assert len(failed) == 4 and report["counts"] == {"done": 6, "failed": 4, "pending": 0}
+    assert len(failed) == 4 and report["counts"] == {"done": 6, "failed": 4, "pending": 0, "queued": 0, "running": 0}
 
     d1 = experiment.datasets[0]
     with h5py.File(master_of(out), "r") as f:

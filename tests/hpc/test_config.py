@@ -184,7 +184,7 @@ def test_kind_must_match_the_group_chosen(data: Path) -> None:
 def test_unknown_group_option_is_named_with_the_available_ones(data: Path) -> None:
     message = error(base(data, "reduction=azint3d"))
     assert "reduction=azint3d" in message and "azint1d, azint2d" in message and "did you mean azint2d?" in message
-    assert "backend=slurm" in error(base(data, "backend=slurm"))
+    assert "backend=dask" in error(base(data, "backend=dask"))
 
 
 @pytest.mark.parametrize("key", ["reduction.poni", "reduction.mask", "reduction.dark", "reduction.flat"])
@@ -462,8 +462,11 @@ def test_cli_demo_and_worker(commands: types.SimpleNamespace, tmp_path: Path) ->
     assert cli.main(["demo", "--out", str(tmp_path)]) == 0
     assert cli.main(["demo"]) == 0
     assert cli.main(["worker", "--plan", str(tmp_path / "plan.json"), "--group", "3"]) == 0
+    assert cli.main(["worker", "--plan", str(tmp_path / "plan.json"), "--merge"]) == 0
     assert commands.calls == [("demo", (tmp_path,), {}), ("demo", (None,), {}),
-                              ("worker", (tmp_path / "plan.json", 3), {})]
+                              ("worker", (tmp_path / "plan.json", 3), {"merge_only": False}),
+                              ("worker", (tmp_path / "plan.json", None), {"merge_only": True})]
+    assert cli.main(["worker", "--plan", str(tmp_path / "plan.json")]) == 2  # --group or --merge
 
 
 def test_cli_version(capsys: pytest.CaptureFixture[str]) -> None:

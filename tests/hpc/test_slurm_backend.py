@@ -1,0 +1,187 @@
+"""`xreduce submit` on a real single-node Slurm (tests/cluster/start-slurm.sh): real sbatch, squeue,
+sacct and scancel, real array tasks running the real worker on generated BLISS data."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from hpc.cli import main
+from reduction.bliss_writer import write_demo_experiment
+
+N_FRAMES = 12
+
+
+@pytest.fixture(scope="module", autouse=True)
+def slurm_cluster() -> None:
+    """The test cluster must be up: these tests are the real thing, never skipped."""
+    if shutil.which("sbatch") is None:
+        pytest.fail("Slurm is not installed: run `make test` (installs and starts it) or, as root, "
+                    "`bash tests/services/install-system-packages.sh test && bash tests/cluster/start-slurm.sh`")
+    done = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
+    if done.returncode != 0 or not done.stdout.strip():
+        pytest.fail(f"the test Slurm cluster is not running ({done.stderr.strip()}): as root, run "
+                    "`bash tests/cluster/start-slurm.sh`")
+
+
+@pytest.fixture()
+def experiment(tmp_path):
+    return write_demo_experiment(tmp_path / "data", n_datasets=2, n_scans=2, n_frames=N_FRAMES,
+                                 detector="Pilatus100k", frames_per_file=4)
+
+
+def overrides(exp, out: Path, *extra: str) -> list[str]:
+    return ["campaign=demo", f"campaign.raw_data={exp.raw_data}", f"reduction.poni={exp.poni}",
+            f"reduction.mask={exp.mask}", f"campaign.output={out}", "partition.frames_per_chunk=2",
+            "reduction.npt=100", *extra]
+
+
+def submission(out: Path) -> dict:
+    files = sorted((out / "slurm").glob("*/submission.json"))
+    return json.loads(files[-1].read_text())
+
+
+def job_state(job: str) -> str:
+    done = subprocess.run(["sacct", "-n", "-P", "-X", "-j", job, "-o", "State"], capture_output=True, text=True)
+    return done.stdout.split("\n")[0].split(" ")[0].strip()
+
+
+def wait_for(job: str, timeout: float = 180) -> str:
+    """Poll until the job has ended in sacct (which lags squeue by a few seconds)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        state = job_state(job)
+        if state and state not in ("PENDING", "RUNNING", "REQUEUED", "COMPLETING"):
+            return state
+        time.sleep(1)
+    raise AssertionError(f"job {job} did not end within {timeout} s (state {job_state(job)!r})")
+
+
+def intensities(out: Path) -> dict[str, np.ndarray]:
+    (master,) = out.glob("*.nxs")
+    with h5py.File(master, "r") as f:
+        return {name: f[name]["data"]["I"][()] for name in f}
+
+
+def test_array_with_throttle_packing_and_split_matches_local(experiment, tmp_path, capsys) -> None:
+    out, local = tmp_path / "slurm", tmp_path / "local"
+    capsys.readouterr()
+    assert main(["submit", *overrides(experiment, out, "backend=slurm", "backend.chunks_per_task=2",
+                                      "backend.array_parallelism=4", "backend.max_array_size=5",
+                                      "backend.time=00:10:00")]) == 0
+    printed = capsys.readouterr().out
+    sub = submission(out)
+    assert "24 to submit" in printed and sub["merge_job"] in printed
+    # 24 chunks packed 2 per task → 12 groups → arrays of at most 5 tasks, each indexed from 0
+    assert [tuple(a) for a in sub["arrays"]] == [(0, 5), (5, 5), (10, 2)] and len(sub["groups"]) == 12
+    script = (Path(sub["folder"]) / "array_1.sbatch").read_text()
+    assert "#SBATCH --array=0-4%4" in script and "--group \"${GROUP}\"" in script and "GROUP=$(( 5 + " in script
+    assert f"afterany:{':'.join(sub['array_jobs'])}" in (Path(sub["folder"]) / "merge.sbatch").read_text()
+
+    assert wait_for(sub["merge_job"]) == "COMPLETED"
+    assert all(wait_for(job) == "COMPLETED" for job in sub["array_jobs"])
+    assert main(["run", *overrides(experiment, local)]) == 0
+    theirs, ours = intensities(out), intensities(local)
+    assert theirs.keys() == ours.keys() and len(ours) == 4
+    for name in ours:
+        np.testing.assert_allclose(theirs[name], ours[name], rtol=1e-6)
+    capsys.readouterr()
+    main(["status", str(out), "--json"])
+    assert json.loads(capsys.readouterr().out)["counts"]["done"] == 24
+
+
+def test_killed_and_failing_tasks_are_reported_then_a_resubmit_finishes(experiment, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    lima = sorted((experiment.datasets[1].parent / "scan0002").glob("pilatus_*.h5"))[0]
+    hidden = lima.with_name("hidden.h5")
+    lima.rename(hidden)  # frames 0-3 of dataset 2 scan 2.1: those chunks raise, naming the file
+    slow = """backend.setup=['test "$SLURM_ARRAY_TASK_ID" != 0 || sleep 300']"""
+    assert main(["submit", *overrides(experiment, out, "backend=slurm", "backend.chunks_per_task=4", slow)]) == 0
+    sub = submission(out)
+    (array_job,) = sub["array_jobs"]
+    end = time.monotonic() + 60
+    while job_state(f"{array_job}_0") != "RUNNING" and time.monotonic() < end:
+        time.sleep(0.5)
+    subprocess.run(["scancel", f"{array_job}_0"], check=True)  # a task killed mid-run
+    # the merge job still runs (afterany), merges what is done and exits 1: the master is incomplete
+    assert wait_for(sub["merge_job"]) == "FAILED"
+    (merge_log,) = (Path(sub["folder"]) / "logs").glob("merge_*.out")
+    assert "missing" in merge_log.read_text()
+
+    capsys.readouterr()
+    assert main(["status", str(out), "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    reasons = {c["id"]: c["reason"] for c in report["chunks"] if c["state"] == "failed"}
+    killed = set(sub["groups"][0])
+    assert killed <= set(reasons) and all("Slurm: CANCELLED" in reasons[c] for c in killed)
+    raised = set(reasons) - killed
+    assert len(raised) == 2 and all(lima.name in reasons[c] and "RawDataError" in reasons[c] for c in raised)
+    assert report["counts"]["done"] == 24 - len(killed) - 2
+
+    hidden.rename(lima)
+    assert main(["submit", *overrides(experiment, out, "backend=slurm", "backend.chunks_per_task=4")]) == 0
+    assert "18 already done, 6 to submit" in capsys.readouterr().out
+    assert wait_for(submission(out)["merge_job"]) == "COMPLETED"
+    capsys.readouterr()
+    assert main(["status", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["counts"]["done"] == 24
+
+
+def test_gpu_request_and_refusal_of_a_concurrent_submit(experiment, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    slow = "backend.setup=['sleep 8']"
+    args = overrides(experiment, out, "backend=slurm", "backend.gpus_per_task=1", "backend.partition=gpu",
+                     "backend.chunks_per_task=12", slow)
+    assert main(["submit", *args]) == 0
+    sub = submission(out)
+    assert "#SBATCH --gres=gpu:1" in (Path(sub["folder"]) / "array_0.sbatch").read_text()
+    capsys.readouterr()
+    assert main(["submit", *args]) == 1  # jobs still queued or running: refused, naming them
+    err = capsys.readouterr().err
+    assert "still has Slurm jobs queued or running" in err and sub["array_jobs"][0] in err
+    assert wait_for(sub["merge_job"]) == "COMPLETED"
+    logs = sorted((Path(sub["folder"]) / "logs").glob(f"{sub['array_jobs'][0]}_*.out"))
+    assert logs and all(re.search(r"CUDA_VISIBLE_DEVICES=[01]\b", log.read_text()) for log in logs)
+
+
+def test_cancel(experiment, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    assert main(["submit", *overrides(experiment, out, "backend=slurm", "backend.setup=['sleep 300']")]) == 0
+    sub = submission(out)
+    capsys.readouterr()
+    assert main(["cancel", *overrides(experiment, out, "backend=slurm")]) == 0
+    assert sub["array_jobs"][0] in capsys.readouterr().out
+    assert wait_for(sub["array_jobs"][0]) == "CANCELLED"
+
+
+def test_slurm_errors_are_shown_and_nothing_is_left_half_submitted(experiment, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+
+    def queued() -> set[str]:
+        return set(subprocess.run(["squeue", "-h", "-o", "%F"], capture_output=True, text=True).stdout.split())
+
+    before = queued()
+    capsys.readouterr()
+    assert main(["submit", *overrides(experiment, out, "backend=slurm", "backend.partition=nosuchpart")]) == 1
+    err = capsys.readouterr().err
+    assert "sbatch --parsable" in err and "invalid partition" in err.lower()
+    assert not list((out / "slurm").glob("*/submission.json"))
+    assert queued() <= before, "no job of this submission may be left in the queue"
+
+
+def test_missing_sbatch_names_the_command(experiment, tmp_path, capsys, monkeypatch) -> None:
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    assert main(["submit", *overrides(experiment, tmp_path / "out", "backend=slurm")]) == 1
+    err = capsys.readouterr().err
+    assert "`sbatch` not found" in err and "backend=local" in err
