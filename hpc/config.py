@@ -143,6 +143,22 @@ class SlurmBackendConfig(BackendConfig):
 
 
 @dataclass
+class SubmititBackendConfig(BackendConfig):
+    """``backend=submitit``: one Slurm job array through submitit, waited for with a progress bar."""
+
+    name: str = "submitit"
+    partition: str | None = None            # slurm_partition; null: the cluster's default
+    time: str = "01:00:00"                  # walltime of each task (timeout_min); a timed-out task requeues
+    cpus_per_task: int = 2
+    mem_gb: float | None = None
+    gpus_per_task: int = 0                  # gpus_per_node (one task per node)
+    array_parallelism: int = 256            # slurm_array_parallelism
+    chunks_per_task: int = 1
+    folder: str | None = None               # submitit's job folder; null: <output>/submitit/<time stamp>
+    extra: dict[str, str] = field(default_factory=dict)   # slurm_additional_parameters, e.g. {account: ab12}
+
+
+@dataclass
 class PartitionConfig:
     """``partition``: how scans are cut into chunks."""
 
@@ -170,7 +186,8 @@ class Config:
 #: reduction.kind → schema. A new kind is a new step class (``reduction.step``) plus one schema here.
 REDUCTION_SCHEMAS: dict[str, type[ReductionConfig]] = {"azint1d": Azint1dConfig, "azint2d": Azint2dConfig}
 #: backend.name → schema. A new backend adds its dataclass (extending BackendConfig) here.
-BACKEND_SCHEMAS: dict[str, type[BackendConfig]] = {"local": LocalBackendConfig, "slurm": SlurmBackendConfig}
+BACKEND_SCHEMAS: dict[str, type[BackendConfig]] = {"local": LocalBackendConfig, "slurm": SlurmBackendConfig,
+                                                   "submitit": SubmititBackendConfig}
 MERGE_MODES = ("vds", "copy")
 #: Reduction keys naming a file whose content (not path) enters the config hash.
 _FILE_KEYS = ("poni", "mask", "dark", "flat")

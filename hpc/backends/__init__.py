@@ -30,8 +30,19 @@ def _local(cfg: Any) -> Backend:
     return LocalBackend(workers=int(cfg.get("workers", 1) or 1))
 
 
+def _submitit(cfg: Any) -> Backend:
+    from .submitit import SubmititBackend
+
+    return SubmititBackend(cfg)
+
+
+def _slurm(cfg: Any) -> Backend:
+    raise ConfigError("backend=slurm submits and returns: use `xreduce submit`, not `xreduce run` "
+                      "(or backend=submitit to wait for the jobs here)")
+
+
 #: backend name → factory taking the ``backend`` config group
-BACKENDS: dict[str, Callable[[Any], Backend]] = {"local": _local}
+BACKENDS: dict[str, Callable[[Any], Backend]] = {"local": _local, "submitit": _submitit, "slurm": _slurm}
 
 
 def get_backend(cfg: Any) -> Backend:

@@ -185,3 +185,23 @@ def test_missing_sbatch_names_the_command(experiment, tmp_path, capsys, monkeypa
     assert main(["submit", *overrides(experiment, tmp_path / "out", "backend=slurm")]) == 1
     err = capsys.readouterr().err
     assert "`sbatch` not found" in err and "backend=local" in err
+
+
+def test_submitit_backend_end_to_end(experiment, tmp_path, capsys) -> None:
+    out, local = tmp_path / "submitit", tmp_path / "local"
+    assert main(["run", *overrides(experiment, out, "backend=submitit", "backend.chunks_per_task=3",
+                                   "backend.array_parallelism=4", "backend.time=00:10:00")]) == 0
+    assert "reduced 48 frames" in capsys.readouterr().out
+    assert main(["run", *overrides(experiment, local)]) == 0
+    theirs, ours = intensities(out), intensities(local)
+    assert theirs.keys() == ours.keys()
+    for name in ours:
+        np.testing.assert_allclose(theirs[name], ours[name], rtol=1e-6)
+    (folder,) = (out / "submitit").iterdir()
+    assert list(folder.glob("*_result.pkl")), "submitit ran the tasks as Slurm jobs"
+
+
+def test_submitit_time_conversion() -> None:
+    from hpc.backends.submitit import minutes
+
+    assert [minutes(t) for t in ("01:30:00", "2-00:00:00", "45", "10:30", "1-02")] == [90, 2880, 45, 11, 1560]

@@ -1,0 +1,131 @@
+"""``backend=submitit``: the campaign as one Slurm job array through submitit, waited for here.
+
+For users who prefer a Python-native flow (a notebook, or ``xreduce run backend=submitit``): the
+chunks still to do are packed into task groups, ``map_array`` submits them as one array
+(``slurm_array_parallelism`` throttles it), and the caller gets each group's outcomes as its task
+ends, for the progress bar. Tasks are ``Checkpointable``: a task that times out or is preempted
+is requeued with the same group, and the chunks it had finished are skipped (they are files).
+What submitit ships is a small callable holding a plan path and chunk indices — no closures.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ..errors import BackendError, ConfigError
+from ..plan import Plan, read_plan, write_plan
+from ..state import ChunkPaths, record_failure
+from ..worker import Outcome, StepCache, process_chunk
+from .slurm import pack_groups
+
+__all__ = ["SubmititBackend", "GroupTask", "minutes"]
+
+_TIME = re.compile(r"^(?:(?P<d>\d+)-)?(?P<a>\d+)(?::(?P<b>\d+))?(?::(?P<c>\d+))?$")
+
+
+def minutes(slurm_time: str) -> int:
+    """Slurm's --time text → whole minutes (submitit's ``timeout_min``), rounded up.
+
+    >>> minutes("01:30:00"), minutes("2-00:00:00"), minutes("45"), minutes("10:30")
+    (90, 2880, 45, 11)
+    """
+    m = _TIME.match(str(slurm_time))
+    if not m:
+        raise ConfigError(f"backend.time={slurm_time!r} is not a Slurm time (e.g. 01:00:00)")
+    days = int(m["d"] or 0)
+    a, b, c = int(m["a"]), m["b"], m["c"]
+    if m["d"]:  # D-H, D-H:M, D-H:M:S
+        hours, mins, secs = a, int(b or 0), int(c or 0)
+    elif c is not None:  # H:M:S
+        hours, mins, secs = a, int(b), int(c)
+    elif b is not None:  # M:S
+        hours, mins, secs = 0, a, int(b)
+    else:  # M
+        hours, mins, secs = 0, a, 0
+    return days * 1440 + hours * 60 + mins + (1 if secs else 0)
+
+
+def _submitit() -> Any:
+    """The submitit module, or a BackendError saying which extra installs it."""
+    try:
+        import submitit
+    except ImportError:
+        raise BackendError("backend=submitit needs the submitit package: pip install 'xreduce[slurm]'") from None
+    return submitit
+
+
+class GroupTask:
+    """What an array task runs: ``task(indices)`` reduces those chunks of the plan at ``plan_path``."""
+
+    def __init__(self, plan_path: str) -> None:
+        self.plan_path = plan_path
+
+    def __call__(self, indices: list[int]) -> list[Outcome]:
+        if os.environ.get("SLURM_CPUS_PER_TASK"):  # the engine uses the cores Slurm gave the task
+            os.environ.setdefault("XREDUCE_THREADS", os.environ["SLURM_CPUS_PER_TASK"])
+        plan = read_plan(Path(self.plan_path))
+        steps = StepCache()
+        return [process_chunk(plan, plan.chunks[i], steps) for i in indices]
+
+    def checkpoint(self, indices: list[int]) -> Any:
+        """Requeue the same group on timeout or preemption: finished chunks are skipped as files."""
+        return _submitit().helpers.DelayedSubmission(GroupTask(self.plan_path), indices)
+
+
+class SubmititBackend:
+    """Submit through submitit's AutoExecutor (Slurm) and wait, reporting outcomes as tasks end."""
+
+    name = "submitit"
+
+    def __init__(self, cfg: Any) -> None:
+        self.cfg = cfg
+
+    def _executor(self, folder: Path) -> Any:
+        submitit = _submitit()
+        cfg = self.cfg
+        executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
+        params: dict[str, Any] = dict(timeout_min=minutes(cfg.time), cpus_per_task=int(cfg.cpus_per_task),
+                                      slurm_array_parallelism=int(cfg.array_parallelism), name="xreduce")
+        if cfg.partition:
+            params["slurm_partition"] = cfg.partition
+        if cfg.mem_gb:
+            params["mem_gb"] = float(cfg.mem_gb)
+        if cfg.gpus_per_task:
+            params["gpus_per_node"] = int(cfg.gpus_per_task)
+        if cfg.extra:
+            params["slurm_additional_parameters"] = dict(cfg.extra)
+        executor.update_parameters(**params)
+        return executor
+
+    def run(self, plan: Plan, chunk_indices: Sequence[int], on_outcome: Callable[[Outcome], None]) -> None:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        folder = Path(self.cfg.folder) if self.cfg.folder else Path(plan.output) / "submitit" / stamp
+        folder.mkdir(parents=True, exist_ok=True)
+        groups = pack_groups(list(chunk_indices), int(self.cfg.chunks_per_task))
+        plan_path = write_plan(replace(plan, groups=groups), folder)
+        executor = self._executor(folder)
+        jobs = executor.map_array(GroupTask(str(plan_path)), groups)
+        group_of = {job.job_id: group for job, group in zip(jobs, groups)}
+        for job in _submitit().helpers.as_completed(jobs, poll_frequency=1):
+            group = group_of[job.job_id]
+            try:
+                outcomes = job.result()
+            except Exception as exc:  # the task died (cancelled, node lost, out of memory ...)
+                outcomes = []
+                for index in group:
+                    chunk = plan.chunks[index]
+                    paths = ChunkPaths(Path(plan.output), chunk.id)
+                    if not paths.result.exists():
+                        reason = f"submitit job {job.job_id} ended without a result: {exc}".splitlines()[0]
+                        record_failure(paths, chunk, exc, reason=reason)
+                        outcomes.append(Outcome(chunk.id, False, 0, 0.0, reason))
+                    else:
+                        outcomes.append(Outcome(chunk.id, True, 0, 0.0, "done before the task died"))
+            for outcome in outcomes:
+                on_outcome(outcome)
