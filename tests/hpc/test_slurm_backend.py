@@ -205,3 +205,31 @@ def test_submitit_time_conversion() -> None:
     from hpc.backends.submitit import minutes
 
     assert [minutes(t) for t in ("01:30:00", "2-00:00:00", "45", "10:30", "1-02")] == [90, 2880, 45, 11, 1560]
+
+
+def test_a_rejected_merge_job_withdraws_its_arrays(experiment, tmp_path, capsys, monkeypatch) -> None:
+    from hpc.backends import slurm
+
+    render, sbatch, accepted = slurm.render, slurm._sbatch, []
+
+    def reject_merge(template: str, **values) -> str:  # Slurm refuses the merge job, and only it
+        text = render(template, **values)
+        return text.replace("#SBATCH --time", "#SBATCH --partition=nosuchpart\n#SBATCH --time") \
+            if template == "merge.sbatch" else text
+
+    def spy(script: Path) -> str:  # the real sbatch; only remember which jobs it accepted
+        accepted.append(sbatch(script))
+        return accepted[-1]
+
+    monkeypatch.setattr(slurm, "render", reject_merge)
+    monkeypatch.setattr(slurm, "_sbatch", spy)
+    out = tmp_path / "out"
+    capsys.readouterr()
+    assert main(["submit", *overrides(experiment, out, "backend=slurm", "backend.setup=['sleep 30']")]) == 1
+    assert "invalid partition" in capsys.readouterr().err.lower()
+    (folder,) = (out / "slurm").iterdir()
+    arrays = sorted(folder.glob("array_*.sbatch"))
+    # 24 groups on the test cluster (MaxArraySize read from scontrol: 16) → 2 arrays, both accepted
+    assert len(arrays) == 2 and len(accepted) == 2, "the arrays were accepted, the merge job was not"
+    assert not (folder / "submission.json").exists()
+    assert [wait_for(job) for job in accepted] == ["CANCELLED"] * 2, "arrays without a merge job are withdrawn"
