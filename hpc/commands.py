@@ -93,12 +93,23 @@ def _failures(states: list[ChunkState]) -> str:
     return _table(rows, ["chunk", "dataset", "scan", "frames", "reason"])
 
 
-def run(cfg: Any) -> int:
-    """Run every pending or failed chunk with the configured backend, then merge."""
+def run(cfg: Any, client: Any = None) -> int:
+    """Run every pending or failed chunk with the configured backend (or on a given Dask
+    ``client``), then merge."""
     try:
         load_step(cfg.reduction)  # a bad PONI/mask fails here, before anything runs
     except XReduceError as exc:
         raise ConfigError(f"reduction config cannot be used: {exc}") from exc
+    if client is not None:
+        from .backends.dask import DaskBackend
+        from .config import DaskBackendConfig
+
+        backend = DaskBackend(cfg.backend if cfg.backend.name == "dask" else DaskBackendConfig(), client)
+    else:
+        backend = get_backend(cfg.backend)
+    if not getattr(backend, "is_root", True):  # an MPI rank other than 0: serve chunks, nothing else
+        backend.serve()
+        return 0
     new = _make_plan(cfg)
     output = Path(new.output)
     states = chunk_states(new, output)
@@ -106,8 +117,9 @@ def run(cfg: Any) -> int:
     skipped = len(states) - len(todo)
     _say(f"{len(new.chunks)} chunks: {skipped} already done, {len(todo)} to run with backend "
          f"{cfg.backend.name} → {output}")
+    if not todo and getattr(backend, "always_run", False):
+        backend.run(new, [], lambda outcome: None)
     if todo:
-        backend = get_backend(cfg.backend)
         total = sum(new.chunks[i].nframes for i in todo)
         start = time.perf_counter()
         with tqdm(total=total, unit="frame", desc="reducing", disable=None, file=sys.stderr,

@@ -159,6 +159,41 @@ class SubmititBackendConfig(BackendConfig):
 
 
 @dataclass
+class DaskBackendConfig(BackendConfig):
+    """``backend=dask``: Dask workers on a LocalCluster, a dask-jobqueue SLURMCluster or a running scheduler."""
+
+    name: str = "dask"
+    cluster: str = "local"                  # local | slurm
+    scheduler_address: str | None = None    # use a running scheduler (tcp://host:8786) instead
+    connect_timeout: int = 30               # seconds to reach scheduler_address
+    retries: int = 2                        # a chunk whose worker died is retried on another worker
+    workers: int = 2                        # cluster=local: worker processes
+    threads_per_worker: int = 1             # cluster=local: Dask threads per worker
+    cores: int = 2                          # cluster=slurm: cores per job
+    memory: str = "8GB"                     # cluster=slurm: memory per job
+    processes: int = 1                      # cluster=slurm: worker processes per job
+    walltime: str = "01:00:00"              # cluster=slurm
+    lifetime: str = "55m"                   # cluster=slurm: workers leave before the walltime (and are replaced)
+    queue: str | None = None                # cluster=slurm: partition
+    account: str | None = None
+    interface: str | None = None            # network interface of the workers (e.g. ib0; lo for one node)
+    job_extra_directives: list[str] = field(default_factory=list)   # e.g. ["--gres=gpu:1"]
+    setup: list[str] = field(default_factory=list)   # shell lines before the worker starts
+    local_directory: str | None = None
+    log_directory: str | None = None
+    jobs: int = 0                           # cluster=slurm: a fixed number of jobs; 0: adapt between
+    minimum_jobs: int = 1                   #   minimum_jobs and maximum_jobs
+    maximum_jobs: int = 4
+
+
+@dataclass
+class MPIBackendConfig(BackendConfig):
+    """``backend=mpi``: under ``mpirun -n N`` / ``srun -n N``, rank 0 plans, hands out chunks and merges."""
+
+    name: str = "mpi"
+
+
+@dataclass
 class PartitionConfig:
     """``partition``: how scans are cut into chunks."""
 
@@ -187,7 +222,8 @@ class Config:
 REDUCTION_SCHEMAS: dict[str, type[ReductionConfig]] = {"azint1d": Azint1dConfig, "azint2d": Azint2dConfig}
 #: backend.name → schema. A new backend adds its dataclass (extending BackendConfig) here.
 BACKEND_SCHEMAS: dict[str, type[BackendConfig]] = {"local": LocalBackendConfig, "slurm": SlurmBackendConfig,
-                                                   "submitit": SubmititBackendConfig}
+                                                   "submitit": SubmititBackendConfig, "mpi": MPIBackendConfig,
+                                                   "dask": DaskBackendConfig}
 MERGE_MODES = ("vds", "copy")
 #: Reduction keys naming a file whose content (not path) enters the config hash.
 _FILE_KEYS = ("poni", "mask", "dark", "flat")
@@ -548,6 +584,12 @@ _CHECKS: list[tuple[str, _Check]] = [
     ("reduction.error_model", _choice(_error_models)),
     ("backend.workers", _positive),
     ("backend.time", _slurm_time),
+    ("backend.walltime", _slurm_time),
+    ("backend.cluster", _choice(lambda: ("local", "slurm"))),
+    ("backend.threads_per_worker", _positive),
+    ("backend.connect_timeout", _positive),
+    ("backend.cores", _positive),
+    ("backend.processes", _positive),
     ("backend.merge_time", _slurm_time),
     ("backend.cpus_per_task", _positive),
     ("backend.chunks_per_task", _positive),

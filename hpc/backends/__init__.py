@@ -36,13 +36,26 @@ def _submitit(cfg: Any) -> Backend:
     return SubmititBackend(cfg)
 
 
+def _dask(cfg: Any) -> Backend:
+    from .dask import DaskBackend
+
+    return DaskBackend(cfg)
+
+
+def _mpi(cfg: Any) -> Backend:
+    from .mpi import MPIBackend
+
+    return MPIBackend(cfg)
+
+
 def _slurm(cfg: Any) -> Backend:
     raise ConfigError("backend=slurm submits and returns: use `xreduce submit`, not `xreduce run` "
                       "(or backend=submitit to wait for the jobs here)")
 
 
 #: backend name → factory taking the ``backend`` config group
-BACKENDS: dict[str, Callable[[Any], Backend]] = {"local": _local, "submitit": _submitit, "slurm": _slurm}
+BACKENDS: dict[str, Callable[[Any], Backend]] = {"local": _local, "submitit": _submitit, "slurm": _slurm,
+                                                 "mpi": _mpi, "dask": _dask}
 
 
 def get_backend(cfg: Any) -> Backend:

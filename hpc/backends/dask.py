@@ -1,0 +1,122 @@
+"""``backend=dask``: chunks as Dask tasks on a LocalCluster, a dask-jobqueue SLURMCluster, or an
+existing scheduler (``backend.scheduler_address``, or a ``Client`` passed from a notebook).
+
+Each worker process keeps one integrator per reduction config for its lifetime (a module-level
+cache), results are the chunk files the workers write, and the client only gathers the small
+outcomes, as they complete, for the progress bar. A worker that dies takes only its running
+chunk with it: Dask retries the task elsewhere, and the chunk files make a retry idempotent.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import BackendError
+from ..plan import Plan, read_plan
+from ..state import ChunkPaths, record_failure
+from ..worker import Outcome, StepCache, process_chunk
+
+__all__ = ["DaskBackend"]
+
+log = logging.getLogger(__name__)
+
+_PLANS: dict[str, Plan] = {}
+_STEPS = StepCache()
+
+
+def _task(plan_path: str, index: int, threads: int) -> Outcome:
+    """One chunk on a Dask worker (module-level: pickled by reference)."""
+    os.environ.setdefault("XREDUCE_THREADS", str(threads))  # the worker's share of the cores
+    if plan_path not in _PLANS:
+        _PLANS[plan_path] = read_plan(Path(plan_path))
+    plan = _PLANS[plan_path]
+    return process_chunk(plan, plan.chunks[index], _STEPS)
+
+
+def _distributed() -> Any:
+    try:
+        import distributed
+    except ImportError:
+        raise BackendError("backend=dask needs dask.distributed: pip install 'xreduce[dask]'") from None
+    return distributed
+
+
+class DaskBackend:
+    """Run chunks on Dask workers; builds the cluster from ``backend.*`` unless given a client."""
+
+    name = "dask"
+
+    def __init__(self, cfg: Any, client: Any = None) -> None:
+        self.cfg, self.client = cfg, client
+
+    def _engine_threads(self) -> int:
+        cfg = self.cfg
+        if cfg.cluster == "slurm" and not cfg.scheduler_address and self.client is None:
+            return max(1, int(cfg.cores) // max(1, int(cfg.processes)))
+        return max(1, (os.cpu_count() or 1) // max(1, int(cfg.workers)))
+
+    def _slurm_cluster(self) -> Any:
+        try:
+            from dask_jobqueue import SLURMCluster
+        except ImportError:
+            raise BackendError("backend.cluster=slurm needs dask-jobqueue: pip install 'xreduce[dask]'") from None
+        cfg = self.cfg
+        cluster = SLURMCluster(cores=cfg.cores, memory=cfg.memory, processes=cfg.processes, walltime=cfg.walltime,
+                               queue=cfg.queue, account=cfg.account, interface=cfg.interface,
+                               job_extra_directives=list(cfg.job_extra_directives),
+                               job_script_prologue=list(cfg.setup), local_directory=cfg.local_directory,
+                               log_directory=cfg.log_directory,
+                               # workers leave before the walltime, and are replaced while work remains
+                               worker_extra_args=["--lifetime", cfg.lifetime, "--lifetime-stagger", "2m"])
+        if cfg.jobs:
+            cluster.scale(jobs=cfg.jobs)
+        else:
+            cluster.adapt(minimum_jobs=cfg.minimum_jobs, maximum_jobs=cfg.maximum_jobs)
+        return cluster
+
+    def _connect(self) -> tuple[Any, Any]:
+        """(client, cluster we own or None)."""
+        distributed = _distributed()
+        if self.client is not None:
+            return self.client, None
+        cfg = self.cfg
+        if cfg.scheduler_address:
+            try:
+                return distributed.Client(cfg.scheduler_address, timeout=f"{cfg.connect_timeout}s"), None
+            except (OSError, TimeoutError) as exc:
+                raise BackendError(f"cannot reach the Dask scheduler at backend.scheduler_address="
+                                   f"{cfg.scheduler_address} within {cfg.connect_timeout} s: {exc}") from None
+        if cfg.cluster == "slurm":
+            cluster = self._slurm_cluster()
+        else:
+            cluster = distributed.LocalCluster(n_workers=cfg.workers, threads_per_worker=cfg.threads_per_worker,
+                                               processes=True, dashboard_address=":0")
+        return distributed.Client(cluster), cluster
+
+    def run(self, plan: Plan, chunk_indices: Sequence[int], on_outcome: Callable[[Outcome], None]) -> None:
+        distributed = _distributed()
+        client, cluster = self._connect()
+        try:
+            if getattr(client, "dashboard_link", None):
+                log.warning("Dask dashboard: %s", client.dashboard_link)
+            plan_path = str(Path(plan.output) / "plan.json")
+            threads = self._engine_threads()
+            index_of = {client.submit(_task, plan_path, index, threads, key=f"xreduce-{plan.chunks[index].id}",
+                                      retries=int(self.cfg.retries), pure=False): index for index in chunk_indices}
+            for future in distributed.as_completed(list(index_of)):
+                try:
+                    outcome = future.result()
+                except Exception as exc:  # the task's workers kept dying (KilledWorker) past the retries
+                    chunk = plan.chunks[index_of[future]]
+                    record_failure(ChunkPaths(Path(plan.output), chunk.id), chunk, exc,
+                                   reason=f"Dask gave up on the chunk: {type(exc).__name__}: {exc}")
+                    outcome = Outcome(chunk.id, False, 0, 0.0, f"{type(exc).__name__}: {exc}")
+                on_outcome(outcome)
+        finally:
+            if cluster is not None:
+                client.close()
+                cluster.close()

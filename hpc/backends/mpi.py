@@ -1,0 +1,83 @@
+"""``backend=mpi``: chunks spread over MPI ranks with mpi4py.futures, rank 0 merging at the end.
+
+    mpirun -n 8 xreduce run campaign=my_exp backend=mpi        # or: srun -n 8 xreduce run ...
+
+Every rank starts the same command. Rank 0 plans, hands chunks out dynamically through an
+``MPICommExecutor`` (a chunk at a time, so fast ranks take more) and merges; the other ranks only
+serve tasks, each keeping its integrator (geometry, matrix, engine) for its lifetime. A chunk
+that raises ends as an error record like anywhere else; the other ranks carry on.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import BackendError
+from ..plan import Plan, read_plan
+from ..worker import Outcome, StepCache, process_chunk
+
+__all__ = ["MPIBackend"]
+
+_PLANS: dict[str, Plan] = {}
+_STEPS = StepCache()
+
+
+def _task(plan_path: str, index: int) -> Outcome:
+    """What a rank runs for one chunk (module-level: mpi4py pickles a reference, not code)."""
+    if plan_path not in _PLANS:
+        _PLANS[plan_path] = read_plan(Path(plan_path))
+    plan = _PLANS[plan_path]
+    return process_chunk(plan, plan.chunks[index], _STEPS)
+
+
+def _mpi() -> Any:
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        raise BackendError("backend=mpi needs mpi4py (and an MPI library): pip install 'xreduce[mpi]'") from None
+    return MPI
+
+
+class MPIBackend:
+    """Rank 0 distributes chunks to the other ranks; the other ranks serve until it is done."""
+
+    name = "mpi"
+
+    #: rank 0 must open (and close) the executor even with nothing to do, or the others wait forever
+    always_run = True
+
+    def __init__(self, cfg: Any) -> None:
+        mpi = _mpi()
+        self.comm = mpi.COMM_WORLD
+        if self.comm.Get_size() < 2:
+            raise BackendError("backend=mpi needs several MPI ranks, but this process is alone: start it with "
+                               "`mpirun -n 4 xreduce run backend=mpi ...` (or `srun -n 4 ...` in an allocation); "
+                               "rank 0 plans and merges, the others reduce")
+        # ranks sharing a node share its cores: each engine gets its slice, not all of them
+        local = self.comm.Split_type(mpi.COMM_TYPE_SHARED).Get_size()
+        os.environ.setdefault("XREDUCE_THREADS", str(max(1, (os.cpu_count() or 1) // local)))
+
+    @property
+    def is_root(self) -> bool:
+        return self.comm.Get_rank() == 0
+
+    def serve(self) -> None:
+        """Non-root ranks: execute tasks until rank 0 closes the executor."""
+        from mpi4py.futures import MPICommExecutor
+
+        with MPICommExecutor(self.comm, root=0) as executor:
+            assert executor is None  # only the root gets an executor
+
+    def run(self, plan: Plan, chunk_indices: Sequence[int], on_outcome: Callable[[Outcome], None]) -> None:
+        from concurrent.futures import as_completed
+
+        from mpi4py.futures import MPICommExecutor
+
+        plan_path = str(Path(plan.output) / "plan.json")
+        with MPICommExecutor(self.comm, root=0) as executor:
+            futures = [executor.submit(_task, plan_path, index) for index in chunk_indices]
+            for future in as_completed(futures):
+                on_outcome(future.result())

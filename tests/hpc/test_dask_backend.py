@@ -1,0 +1,65 @@
+"""`backend=dask` on a real distributed.LocalCluster, and from a notebook with a Client."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+import hpc
+from hpc.cli import main
+from reduction.bliss_writer import write_demo_experiment
+
+
+@pytest.fixture()
+def experiment(tmp_path):
+    return write_demo_experiment(tmp_path / "data", n_datasets=2, n_scans=2, n_frames=12,
+                                 detector="Pilatus100k", frames_per_file=4)
+
+
+def overrides(exp, out: Path, *extra: str) -> list[str]:
+    return ["campaign=demo", f"campaign.raw_data={exp.raw_data}", f"reduction.poni={exp.poni}",
+            f"reduction.mask={exp.mask}", f"campaign.output={out}", "partition.frames_per_chunk=4",
+            "reduction.npt=100", *extra]
+
+
+def intensities(out: Path) -> dict[str, np.ndarray]:
+    (master,) = out.glob("*.nxs")
+    with h5py.File(master, "r") as f:
+        return {name: f[name]["data"]["I"][()] for name in f}
+
+
+def test_local_cluster_matches_local_backend(experiment, tmp_path, capsys) -> None:
+    out, ref = tmp_path / "dask", tmp_path / "local"
+    assert main(["run", *overrides(experiment, out, "backend=dask", "backend.workers=2")]) == 0
+    assert main(["run", *overrides(experiment, ref)]) == 0
+    theirs, ours = intensities(out), intensities(ref)
+    assert theirs.keys() == ours.keys() and len(ours) == 4
+    for name in ours:
+        np.testing.assert_allclose(theirs[name], ours[name], rtol=1e-6)
+    capsys.readouterr()
+    main(["status", str(out), "--json"])
+    assert json.loads(capsys.readouterr().out)["counts"]["done"] == 12
+
+
+def test_run_campaign_with_a_notebook_client(experiment, tmp_path) -> None:
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        cfg = hpc.load_config(overrides(experiment, tmp_path / "out"))
+        assert hpc.run_campaign(cfg, client=client) == 0
+        assert client.status == "running", "a client passed in is not closed by xreduce"
+    assert len(intensities(tmp_path / "out")) == 4
+
+
+def test_unreachable_scheduler_fails_within_the_timeout(experiment, tmp_path, capsys) -> None:
+    start = time.monotonic()
+    code = main(["run", *overrides(experiment, tmp_path / "out", "backend=dask",
+                                   "backend.scheduler_address=tcp://127.0.0.1:9", "backend.connect_timeout=3")])
+    assert code == 1 and time.monotonic() - start < 30
+    assert "cannot reach the Dask scheduler at backend.scheduler_address=tcp://127.0.0.1:9" in capsys.readouterr().err
