@@ -3,7 +3,9 @@
 #   make demo     create/update .venv, write a small synthetic BLISS experiment to demo_out/ and
 #                 reduce it with `xreduce demo` (NeXus master files + PNG previews)
 #   make test     as above, plus the system packages the tests run against (Open MPI, PoCL,
-#                 Slurm + accounting, HDF5 tools), then the whole test suite
+#                 Slurm + accounting, HDF5 tools), starts the single-node Slurm test cluster
+#                 (`make cluster`), then runs the whole test suite
+#   make cluster  start (or check) the Slurm test cluster: tests/cluster/start-slurm.sh, as root
 #   make bench    integration throughput (tests/benchmarks/bench_integrate.py)
 #   make clean    remove outputs and caches (keeps .venv; `make distclean` removes it too)
 #
@@ -26,7 +28,7 @@ VPY   := $(VENV)/bin/python
 STAMP := $(VENV)/.xreduce-installed
 INSTALL_SYSTEM := bash tests/services/install-system-packages.sh
 
-.PHONY: help demo test bench venv system-base system-test clean distclean
+.PHONY: help demo test bench cluster venv system-base system-test clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -35,8 +37,9 @@ help:  ## list the targets
 demo: venv  ## reduce a synthetic experiment with `xreduce demo`; results in demo_out/
 	$(VENV)/bin/xreduce demo --out $(DEMO_OUT)
 
-# system-test comes first so that the venv (mpi4py, pyopencl later) builds against those packages.
-test: system-test venv  ## install everything the tests need, run all of tests/
+# system-test comes first so that the venv (mpi4py, pyopencl later) builds against those packages;
+# cluster (the real Slurm the tests submit to) comes last, and a failure to start it stops here.
+test: system-test venv cluster  ## install everything the tests need, run all of tests/
 	$(VPY) -m pytest $(PYTEST_ARGS)
 
 bench: venv  ## integration throughput, side by side with pyFAI
@@ -58,6 +61,11 @@ system-test:  ## base + Open MPI, PoCL, Slurm/munge/MariaDB, hdf5-tools (apt, on
 	$(INSTALL_SYSTEM) test
 
 venv: $(STAMP)  ## create/update .venv with xreduce editable + test extras
+
+# Idempotent: ~0.3 s when the cluster is up, a few seconds from stopped (needs root to start).
+# Stop it with `bash tests/cluster/stop-slurm.sh`.
+cluster: system-test  ## start the single-node Slurm test cluster (munge, slurmdbd, slurmctld, slurmd)
+	bash tests/cluster/start-slurm.sh
 
 # `|` (order-only): the apt check runs first but its always-new timestamp does not force a
 # re-install. A venv whose interpreter no longer runs (moved, Python upgraded) is re-created.

@@ -184,7 +184,7 @@ def test_kind_must_match_the_group_chosen(data: Path) -> None:
 def test_unknown_group_option_is_named_with_the_available_ones(data: Path) -> None:
     message = error(base(data, "reduction=azint3d"))
     assert "reduction=azint3d" in message and "azint1d, azint2d" in message and "did you mean azint2d?" in message
-    assert "backend=dask" in error(base(data, "backend=dask"))
+    assert "backend=kubernetes" in error(base(data, "backend=kubernetes"))
 
 
 @pytest.mark.parametrize("key", ["reduction.poni", "reduction.mask", "reduction.dark", "reduction.flat"])
