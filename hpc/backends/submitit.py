@@ -22,7 +22,7 @@ from ..errors import BackendError, ConfigError
 from ..plan import Plan, read_plan, write_plan
 from ..state import ChunkPaths, record_failure
 from ..worker import Outcome, StepCache, process_chunk
-from .slurm import pack_groups
+from .slurm import max_array_size, pack_groups, split_arrays
 
 __all__ = ["SubmititBackend", "GroupTask", "minutes"]
 
@@ -110,7 +110,10 @@ class SubmititBackend:
         groups = pack_groups(list(chunk_indices), int(self.cfg.chunks_per_task))
         plan_path = write_plan(replace(plan, groups=groups), folder)
         executor = self._executor(folder)
-        jobs = executor.map_array(GroupTask(str(plan_path)), groups)
+        # map_array makes one array: keep each below the cluster's MaxArraySize, as backend=slurm does
+        jobs = []
+        for offset, count in split_arrays(len(groups), max_array_size()):
+            jobs += executor.map_array(GroupTask(str(plan_path)), groups[offset:offset + count])
         group_of = {job.job_id: group for job, group in zip(jobs, groups)}
         for job in _submitit().helpers.as_completed(jobs, poll_frequency=1):
             group = group_of[job.job_id]
