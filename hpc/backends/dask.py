@@ -99,6 +99,8 @@ class DaskBackend:
 
     def run(self, plan: Plan, chunk_indices: Sequence[int], on_outcome: Callable[[Outcome], None]) -> None:
         distributed = _distributed()
+        if logging.getLogger().getEffectiveLevel() >= logging.WARNING:  # keep Dask's chatter out of the bar
+            logging.getLogger("distributed").setLevel(logging.WARNING)
         client, cluster = self._connect()
         try:
             if getattr(client, "dashboard_link", None):

@@ -63,3 +63,37 @@ def test_unreachable_scheduler_fails_within_the_timeout(experiment, tmp_path, ca
                                    "backend.scheduler_address=tcp://127.0.0.1:9", "backend.connect_timeout=3")])
     assert code == 1 and time.monotonic() - start < 30
     assert "cannot reach the Dask scheduler at backend.scheduler_address=tcp://127.0.0.1:9" in capsys.readouterr().err
+
+
+def test_slurm_cluster_survives_a_cancelled_worker_job(tmp_path, capsys) -> None:
+    """dask-jobqueue SLURMCluster on the test Slurm: scancel a worker job mid-campaign; the campaign
+    still completes, with the same numbers as backend=local."""
+    import subprocess
+    import sys
+
+    if subprocess.run(["sinfo", "-h"], capture_output=True).returncode != 0:
+        pytest.fail("the test Slurm cluster is not running: as root, `bash tests/cluster/start-slurm.sh`")
+    exp = write_demo_experiment(tmp_path / "data", n_datasets=1, n_scans=2, n_frames=40, detector="Pilatus1M")
+    out, ref = tmp_path / "dask", tmp_path / "local"
+    args = overrides(exp, out, "backend=dask", "backend.cluster=slurm", "backend.interface=lo", "backend.jobs=2",
+                     "backend.cores=1", "backend.memory=2GB", f"backend.log_directory={tmp_path / 'logs'}",
+                     "partition.frames_per_chunk=1")
+    runner = subprocess.Popen([sys.executable, "-m", "hpc.cli", "run", *args], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    chunks, killed, deadline = out / "chunks", None, time.monotonic() + 120
+    while killed is None and time.monotonic() < deadline and runner.poll() is None:
+        done = len(list(chunks.glob("*.h5"))) if chunks.exists() else 0
+        jobs = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-n", "dask-worker", "-o", "%i"],
+                              capture_output=True, text=True).stdout.split()
+        if done >= 10 and len(jobs) == 2:
+            subprocess.run(["scancel", jobs[0]], check=True)
+            killed = (jobs[0], done)
+        time.sleep(0.2)
+    output, _ = runner.communicate(timeout=300)
+    assert killed is not None, f"a worker job was cancelled while chunks remained:\n{output[-3000:]}"
+    assert killed[1] < 80, f"the cancel came before the end ({killed[1]} of 80 chunks done)"
+    assert runner.returncode == 0, output[-3000:]
+    assert main(["run", *overrides(exp, ref, "partition.frames_per_chunk=1")]) == 0
+    theirs, ours = intensities(out), intensities(ref)
+    for name in ours:
+        np.testing.assert_allclose(theirs[name], ours[name], rtol=1e-6)
