@@ -80,6 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     what = worker.add_mutually_exclusive_group(required=True)
     what.add_argument("--group", metavar="N", type=int, help="task group index")
     what.add_argument("--merge", action="store_true", help="build the master files (the merge job)")
+    what.add_argument("--mpi", action="store_true", help="run the plan on this job's MPI ranks (mode=mpi)")
     return parser
 
 
@@ -133,7 +134,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         return _commands().demo(args.out)
     if args.command == "worker":
-        return _commands().worker(args.plan, args.group, merge_only=args.merge)
+        return _commands().worker(args.plan, args.group, merge_only=args.merge, mpi=args.mpi)
     raise AssertionError(f"unhandled command {args.command}")
 
 

@@ -172,8 +172,11 @@ def submit(cfg: Any, force: bool = False) -> int:
     if not todo:
         return merge_plan(new)
     sub = slurm.submit(new, todo, cfg.backend)
-    arrays = ", ".join(f"{job} ({count} tasks)" for job, (_, count) in zip(sub.array_jobs, sub.arrays))
-    _say(f"submitted array job(s) {arrays} and merge job {sub.merge_job}")
+    if sub.array_jobs:
+        arrays = ", ".join(f"{job} ({count} tasks)" for job, (_, count) in zip(sub.array_jobs, sub.arrays))
+        _say(f"submitted array job(s) {arrays} and merge job {sub.merge_job}")
+    else:
+        _say(f"submitted MPI job {sub.merge_job} ({cfg.backend.ntasks} ranks; rank 0 merges)")
     _say(f"scripts and logs: {sub.folder}")
     _say(f"watch with `xreduce status {output}`")
     return 0
@@ -302,12 +305,24 @@ def merge(cfg: Any) -> int:
 
 
 # -- worker ---------------------------------------------------------------------------------------
-def worker(plan_path: Path, group: int | None, merge_only: bool = False) -> int:
-    """Process task group ``group`` of a plan (what a Slurm array task or an MPI rank runs),
-    or with ``merge_only`` build the master files (what the dependent merge job runs)."""
+def worker(plan_path: Path, group: int | None, merge_only: bool = False, mpi: bool = False) -> int:
+    """Process task group ``group`` of a plan (what a Slurm array task runs); with ``merge_only``
+    build the master files (the dependent merge job); with ``mpi`` run the plan's first group on
+    the MPI ranks of this job and merge on rank 0 (backend.mode=mpi)."""
     current = read_plan(plan_path)
     if merge_only:
         return merge_plan(current)
+    if mpi:
+        from .backends.mpi import MPIBackend
+
+        backend = MPIBackend(None)
+        if not backend.is_root:
+            backend.serve()
+            return 0
+        outcomes: list[Outcome] = []
+        backend.run(current, [i for g in current.groups for i in g], outcomes.append)
+        code = merge_plan(current)
+        return 1 if any(not o.ok for o in outcomes) else code
     if group is None:
         raise ConfigError("xreduce worker needs --group N (or --merge)")
     if not 0 <= group < len(current.groups):

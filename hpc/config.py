@@ -140,6 +140,9 @@ class SlurmBackendConfig(BackendConfig):
     setup: list[str] = field(default_factory=list)   # shell lines before xreduce, e.g. ["module load xreduce"]
     container: str | None = None            # an Apptainer image: tasks run `apptainer exec --nv IMAGE xreduce ...`
     merge_time: str = "00:30:00"            # --time of the merge job
+    mode: str = "array"                     # array: a job array + merge job | mpi: one job of `ntasks` MPI ranks
+    ntasks: int = 4                         # mode=mpi: MPI ranks (rank 0 hands out chunks and merges)
+    mpi_launcher: str = "srun --mpi=pmix"   # mode=mpi: how ranks start (site-dependent; or "mpirun")
 
 
 @dataclass
@@ -584,6 +587,8 @@ _CHECKS: list[tuple[str, _Check]] = [
     ("reduction.error_model", _choice(_error_models)),
     ("backend.workers", _positive),
     ("backend.time", _slurm_time),
+    ("backend.mode", _choice(lambda: ("array", "mpi"))),
+    ("backend.ntasks", _positive),
     ("backend.walltime", _slurm_time),
     ("backend.cluster", _choice(lambda: ("local", "slurm"))),
     ("backend.threads_per_worker", _positive),

@@ -168,6 +168,8 @@ def submit(plan: Plan, todo: list[int], backend: Any) -> Submission:
     folder = output / "slurm" / stamp
     logs = folder / "logs"
     logs.mkdir(parents=True)
+    if backend.mode == "mpi":
+        return _submit_mpi(plan, todo, backend, folder, stamp)
     groups = pack_groups(todo, int(backend.chunks_per_task))
     plan_path = write_plan(replace(plan, groups=groups), folder)
     limit = int(backend.max_array_size or max_array_size())
@@ -201,9 +203,27 @@ def submit(plan: Plan, todo: list[int], backend: Any) -> Submission:
     return sub
 
 
+def _submit_mpi(plan: Plan, todo: list[int], backend: Any, folder: Path, stamp: str) -> Submission:
+    """backend.mode=mpi: one job of ``ntasks`` MPI ranks runs the MPI backend, rank 0 merging."""
+    plan_path = write_plan(replace(plan, groups=[todo]), folder)
+    script = folder / "mpi.sbatch"
+    script.write_text(render("mpi.sbatch", job_name=f"xreduce-{plan.campaign}", ntasks=backend.ntasks,
+                             time=backend.time, cpus_per_task=backend.cpus_per_task,
+                             log_dir=shlex.quote(str(folder / "logs")), plan=shlex.quote(str(plan_path)),
+                             setup="\n".join(backend.setup or []), launcher=backend.mpi_launcher,
+                             directives=_directives(backend, for_array=True),
+                             xreduce=_xreduce(backend, bool(backend.gpus_per_task))), encoding="utf-8")
+    job = _sbatch(script)
+    sub = Submission(str(folder), stamp, [], [], job, [[plan.chunks[i].id for i in todo]])
+    sub.save()
+    return sub
+
+
 def task_states(sub: Submission) -> dict[int, tuple[str, str]]:
     """Task group → (Slurm state, job id) for the array tasks of a submission (sacct + squeue)."""
     states: dict[int, tuple[str, str]] = {}
+    if not sub.array_jobs:  # mode=mpi: one job holds every chunk; the files say what it did
+        return states
     ids = ",".join(sub.array_jobs)
     if shutil.which("sacct"):
         for line in call(["sacct", "-n", "-P", "-X", "-j", ids, "-o", "JobID,State"]).splitlines():

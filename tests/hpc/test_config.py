@@ -464,8 +464,8 @@ def test_cli_demo_and_worker(commands: types.SimpleNamespace, tmp_path: Path) ->
     assert cli.main(["worker", "--plan", str(tmp_path / "plan.json"), "--group", "3"]) == 0
     assert cli.main(["worker", "--plan", str(tmp_path / "plan.json"), "--merge"]) == 0
     assert commands.calls == [("demo", (tmp_path,), {}), ("demo", (None,), {}),
-                              ("worker", (tmp_path / "plan.json", 3), {"merge_only": False}),
-                              ("worker", (tmp_path / "plan.json", None), {"merge_only": True})]
+                              ("worker", (tmp_path / "plan.json", 3), {"merge_only": False, "mpi": False}),
+                              ("worker", (tmp_path / "plan.json", None), {"merge_only": True, "mpi": False})]
     assert cli.main(["worker", "--plan", str(tmp_path / "plan.json")]) == 2  # --group or --merge
 
 

@@ -234,3 +234,20 @@ def test_a_rejected_merge_job_withdraws_its_arrays(experiment, tmp_path, capsys,
     assert len(arrays) == 2 and len(accepted) == 2, "the arrays were accepted, the merge job was not"
     assert not (folder / "submission.json").exists()
     assert [wait_for(job) for job in accepted] == ["CANCELLED"] * 2, "arrays without a merge job are withdrawn"
+
+
+def test_mode_mpi_runs_one_allocation_of_mpi_ranks(experiment, tmp_path, capsys) -> None:
+    out, local = tmp_path / "mpi", tmp_path / "local"
+    capsys.readouterr()
+    assert main(["submit", *overrides(experiment, out, "backend=slurm", "backend.mode=mpi", "backend.ntasks=3",
+                                      "backend.cpus_per_task=1")]) == 0
+    sub = submission(out)
+    assert "submitted MPI job" in capsys.readouterr().out and not sub["array_jobs"]
+    script = (Path(sub["folder"]) / "mpi.sbatch").read_text()
+    assert "#SBATCH --ntasks=3" in script and "srun --mpi=pmix" in script and "worker --plan" in script
+    assert wait_for(sub["merge_job"]) == "COMPLETED"
+    assert main(["run", *overrides(experiment, local)]) == 0
+    theirs, ours = intensities(out), intensities(local)
+    assert theirs.keys() == ours.keys()
+    for name in ours:
+        np.testing.assert_allclose(theirs[name], ours[name], rtol=1e-6)
