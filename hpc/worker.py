@@ -8,11 +8,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .plan import Chunk, Plan
+from .plan import Chunk, Plan, read_plan
 from .state import ChunkPaths, clear_failure, record_failure
 from .step import Step, load_step
 
-__all__ = ["Outcome", "process_chunk", "StepCache"]
+__all__ = ["Outcome", "process_chunk", "StepCache", "chunk_task"]
 
 log = logging.getLogger(__name__)
 
@@ -58,3 +58,19 @@ def process_chunk(plan: Plan, chunk: Chunk, steps: StepCache) -> Outcome:
         return Outcome(chunk.id, False, 0, time.perf_counter() - start, f"{type(exc).__name__}: {exc}")
     clear_failure(paths)
     return Outcome(chunk.id, True, nframes, time.perf_counter() - start)
+
+
+_PLANS: dict[str, Plan] = {}
+_STEPS = StepCache()
+
+
+def chunk_task(plan_path: str, index: int) -> Outcome:
+    """Chunk ``index`` of the plan at ``plan_path``, for pool backends (Dask workers, MPI ranks).
+
+    Module-level so that it is pickled by reference; the plan and the step are cached for the
+    life of the worker process, so its integrator is built (or loaded) once.
+    """
+    if plan_path not in _PLANS:
+        _PLANS[plan_path] = read_plan(Path(plan_path))
+    plan = _PLANS[plan_path]
+    return process_chunk(plan, plan.chunks[index], _STEPS)

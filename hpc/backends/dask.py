@@ -16,25 +16,18 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BackendError
-from ..plan import Plan, read_plan
+from ..plan import Plan
 from ..state import ChunkPaths, record_failure
-from ..worker import Outcome, StepCache, process_chunk
+from ..worker import Outcome, chunk_task
 
 __all__ = ["DaskBackend"]
 
 log = logging.getLogger(__name__)
 
-_PLANS: dict[str, Plan] = {}
-_STEPS = StepCache()
-
-
 def _task(plan_path: str, index: int, threads: int) -> Outcome:
-    """One chunk on a Dask worker (module-level: pickled by reference)."""
-    os.environ.setdefault("XREDUCE_THREADS", str(threads))  # the worker's share of the cores
-    if plan_path not in _PLANS:
-        _PLANS[plan_path] = read_plan(Path(plan_path))
-    plan = _PLANS[plan_path]
-    return process_chunk(plan, plan.chunks[index], _STEPS)
+    """One chunk on a Dask worker, with the worker's share of the cores for the engine."""
+    os.environ.setdefault("XREDUCE_THREADS", str(threads))
+    return chunk_task(plan_path, index)
 
 
 def _distributed() -> Any:

@@ -16,22 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BackendError
-from ..plan import Plan, read_plan
-from ..worker import Outcome, StepCache, process_chunk
+from ..plan import Plan
+from ..worker import Outcome, chunk_task
 
 __all__ = ["MPIBackend"]
-
-_PLANS: dict[str, Plan] = {}
-_STEPS = StepCache()
-
-
-def _task(plan_path: str, index: int) -> Outcome:
-    """What a rank runs for one chunk (module-level: mpi4py pickles a reference, not code)."""
-    if plan_path not in _PLANS:
-        _PLANS[plan_path] = read_plan(Path(plan_path))
-    plan = _PLANS[plan_path]
-    return process_chunk(plan, plan.chunks[index], _STEPS)
-
 
 def _mpi() -> Any:
     try:
@@ -78,6 +66,6 @@ class MPIBackend:
 
         plan_path = str(Path(plan.output) / "plan.json")
         with MPICommExecutor(self.comm, root=0) as executor:
-            futures = [executor.submit(_task, plan_path, index) for index in chunk_indices]
+            futures = [executor.submit(chunk_task, plan_path, index) for index in chunk_indices]
             for future in as_completed(futures):
                 on_outcome(future.result())
