@@ -126,13 +126,17 @@ def run(cfg: Any, client: Any = None) -> int:
                   dynamic_ncols=True) as bar:
             def on_outcome(outcome: Outcome) -> None:
                 bar.update(new.chunks[index_of[outcome.chunk_id]].nframes)
+                if outcome.engine:
+                    engines.add(outcome.engine)
                 if not outcome.ok:
                     bar.write(f"chunk {outcome.chunk_id} failed: {outcome.message}")
 
             index_of = {new.chunks[i].id: i for i in todo}
+            engines: set[str] = set()
             backend.run(new, todo, on_outcome)
         seconds = time.perf_counter() - start
-        _say(f"reduced {total} frames in {seconds:.1f} s ({total / max(seconds, 1e-9):.1f} frames/s)")
+        used = f"; engine {', '.join(sorted(engines))}" if engines else ""
+        _say(f"reduced {total} frames in {seconds:.1f} s ({total / max(seconds, 1e-9):.1f} frames/s{used})")
     code = merge_plan(new)
     states = chunk_states(new, output)
     failed = [st for st in states if st.state != DONE]

@@ -68,7 +68,8 @@ class ReductionConfig:
 
     kind: str = MISSING
     step: str = "reduction.step.AzintStep"   # the step class ("module.Class") that runs this kind
-    engine: str = "auto"
+    engine: str = "auto"                    # auto | numpy | opencl
+    device: str = "auto"                    # OpenCL device: auto | cpu | gpu | "platform:device"
 
 
 @dataclass
@@ -231,7 +232,7 @@ MERGE_MODES = ("vds", "copy")
 #: Reduction keys naming a file whose content (not path) enters the config hash.
 _FILE_KEYS = ("poni", "mask", "dark", "flat")
 #: Reduction keys that do not change the numbers (engines agree within float32 tolerance).
-_NOT_HASHED = ("engine",)
+_NOT_HASHED = ("engine", "device")
 #: Example overrides shown when a mandatory value is missing.
 _EXAMPLES = {"campaign.name": "campaign.name=lab6_2024",
              "campaign.raw_data": "campaign.raw_data=/data/visitor/ma1234/id11/20240101/RAW_DATA",
@@ -453,6 +454,13 @@ def _pair(key: str, value: Any, check_paths: bool) -> Any:
         return _UNCHANGED
     if len(value) != 2 or not value[0] < value[1] or not all(map(_finite, value)):
         raise ConfigError(f"{key}={list(value)} must be a pair [min, max] of finite numbers with min < max")
+def _device(key: str, value: Any, check_paths: bool) -> Any:
+    if not re.fullmatch(r"auto|cpu|gpu|\d+:\d+", str(value)):
+        raise ConfigError(f"{key}={value!r} must be auto, cpu, gpu or 'platform:device' indices such as '0:1' "
+                          "(see `xreduce selftest` for the devices found here)")
+    return _UNCHANGED
+
+
     return _UNCHANGED
 
 
@@ -580,6 +588,7 @@ _CHECKS: list[tuple[str, _Check]] = [
     ("reduction.npt", _positive),
     ("reduction.npt_rad", _positive),
     ("reduction.npt_azim", _positive),
+    ("reduction.device", _device),
     ("reduction.radial_range", _pair),
     ("reduction.azimuth_range", _pair),
     ("reduction.splitting", _choice(_splittings)),
@@ -718,7 +727,7 @@ def _parses(override: str) -> bool:
 def config_hash(cfg: Config) -> str:
     """sha256 (hex) of what determines the numbers of a result.
 
-    It covers the reduction group (resolved; all keys but ``engine``), the *content* of the PONI,
+    It covers the reduction group (resolved; all keys but ``engine`` and ``device``), the *content* of the PONI,
     mask, dark and flat files (not their paths: editing a file in place changes the hash, moving it
     does not), and ``campaign.detector`` / ``campaign.monitor`` (they choose the frames and their
     normalisation). Not the backend, partition, merge or campaign output.

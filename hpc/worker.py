@@ -26,6 +26,7 @@ class Outcome:
     nframes: int
     seconds: float
     message: str = ""
+    engine: str = ""  # what the step ran on (e.g. "opencl on 0:0 'NVIDIA H100'"), when it says
 
 
 class StepCache:
@@ -57,7 +58,7 @@ def process_chunk(plan: Plan, chunk: Chunk, steps: StepCache) -> Outcome:
         record_failure(paths, chunk, exc)
         return Outcome(chunk.id, False, 0, time.perf_counter() - start, f"{type(exc).__name__}: {exc}")
     clear_failure(paths)
-    return Outcome(chunk.id, True, nframes, time.perf_counter() - start)
+    return Outcome(chunk.id, True, nframes, time.perf_counter() - start, engine=getattr(step, "engine_used", ""))
 
 
 _PLANS: dict[str, Plan] = {}

@@ -6,7 +6,7 @@ One hierarchy rooted in :class:`XReduceError`; ``hpc`` re-uses it (``reduction``
 
 from __future__ import annotations
 
-__all__ = ["XReduceError", "GeometryError", "IntegrationError", "RawDataError", "OutputError"]
+__all__ = ["XReduceError", "GeometryError", "IntegrationError", "RawDataError", "OutputError", "EngineUnavailable"]
 
 
 class XReduceError(Exception):
@@ -27,3 +27,9 @@ class RawDataError(XReduceError):
 
 class OutputError(XReduceError):
     """A result file (chunk or master) cannot be written or is not what it claims to be."""
+
+
+class EngineUnavailable(XReduceError):
+    """An accelerator engine cannot run here: no pyopencl/ICD/platform/device, a kernel build
+    failure, or too little device memory. The message names the reason; ``engine="auto"`` falls
+    back to the numpy engine with it, ``engine="opencl"`` raises it."""

@@ -21,8 +21,8 @@ import numpy as np
 import scipy.sparse
 
 from .cache import MatrixCache, spec_key
-from .engines import NumpyEngine
-from .errors import IntegrationError
+from .engines import NumpyEngine, OpenCLEngine
+from .errors import EngineUnavailable, IntegrationError
 from .geometry import Geometry
 from .result import IntegrationResult
 from .splitting import Bins, auto_range, build_matrix, pyfai_range
@@ -34,18 +34,21 @@ log = logging.getLogger(__name__)
 
 SPLITTINGS = ("no", "bbox", "full")
 ERROR_MODELS = (None, "poisson")
-ENGINES = {"numpy": NumpyEngine}
+ENGINES = {"numpy": NumpyEngine, "opencl": OpenCLEngine}
+
+#: Engine messages already logged (once per process, not once per integrator).
+_LOGGED: set[str] = set()
 
 #: Frames reduced per engine call: bounds the (block × bins) accumulators of 2-D cakes.
 BLOCK_FRAMES = 32
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Prepared:
     """A matrix with its engine and the frame-independent per-bin sums."""
 
     matrix: scipy.sparse.csr_array
-    engine: Any
+    engine: Any  # replaced by a NumpyEngine when an ``auto`` OpenCL engine fails mid-run
     radial: Bins
     azimuth: Bins | None
     static: OrderedDict = field(default_factory=OrderedDict)  # correction settings -> list[_StaticTerm]
@@ -58,10 +61,16 @@ class Integrator:
     ----------
     geometry : the detector geometry (:meth:`Geometry.from_poni` reads a PONI file).
     mask : optional (ny, nx) array, nonzero = masked. The detector's module gaps are always masked.
-    engine : "numpy" (the batched CPU engine) or "auto" (the best available: numpy for now).
+    engine : "numpy" (the batched CPU engine), "opencl" (batched kernels on an OpenCL device:
+        a GPU, or the CPU through PoCL) or "auto": OpenCL when a usable device exists, else numpy,
+        with a warning that names why. With "opencl" a missing device is an error
+        (:class:`~reduction.errors.EngineUnavailable`).
+    device : the OpenCL device: "auto" (a GPU first, the one Slurm assigned on a GPU node, else a
+        CPU device), "cpu", "gpu" or "platform:device" indices such as "0:1".
     cache_dir : where integration matrices are cached; default ``$XREDUCE_CACHE_DIR`` or
         ``~/.cache/xreduce``; ``False`` disables the on-disk cache.
-    threads : engine threads; default all cores.
+    threads : engine threads (CPU compute units on a CPU OpenCL device); default the cores this
+        process may use.
 
     Examples
     --------
@@ -73,16 +82,17 @@ class Integrator:
     """
 
     def __init__(self, geometry: Geometry, mask: np.ndarray | None = None, *, engine: str = "numpy",
-                 cache_dir: str | Path | None | bool = None, threads: int | None = None) -> None:
+                 device: str | None = None, cache_dir: str | Path | None | bool = None,
+                 threads: int | None = None) -> None:
         if not isinstance(geometry, Geometry):
             raise IntegrationError(f"geometry must be a reduction.Geometry, got {type(geometry).__name__}")
-        if engine == "auto":
-            engine = "numpy"  # the only engine so far; an accelerator engine will be preferred when present
-        if engine not in ENGINES:
+        if engine != "auto" and engine not in ENGINES:
             raise IntegrationError(f"unknown engine {engine!r}; available: auto, {', '.join(ENGINES)}")
         self.geometry = geometry
-        self.engine_name = engine
+        self.engine_name = engine  # as asked: "auto" stays "auto" (see engine_used)
+        self.device = device
         self.threads = threads
+        self._opencl_failed: str | None = None  # why "auto" runs numpy here
         self.mask = geometry.detector.mask
         if mask is not None:
             mask = np.asarray(mask)
@@ -183,12 +193,46 @@ class Integrator:
                                                                    float(radial_bins.hi * u.scale))
             raise IntegrationError(f"radial_range {shown} ({u.name}) and azimuth_range {azimuth_range} contain "
                                    f"no pixel of detector {self.geometry.detector.name}")
-        prepared = _Prepared(matrix, ENGINES[self.engine_name](matrix, threads=self.threads), radial_bins,
-                             azimuth_bins)
+        prepared = _Prepared(matrix, self._engine(matrix), radial_bins, azimuth_bins)
         self._prepared[key] = prepared
         while len(self._prepared) > 4:  # a few configurations per process is plenty
             self._prepared.popitem(last=False)
         return prepared
+
+    @property
+    def engine_used(self) -> str:
+        """The engine integrations run on: "numpy" or "opencl" (``auto`` resolved)."""
+        if self.engine_name != "auto":
+            return self.engine_name
+        return "numpy" if self._opencl_failed or not self._prepared else next(
+            reversed(self._prepared.values())).engine.name
+
+    @property
+    def engine_description(self) -> str:
+        """``engine_used``, with the OpenCL device: for logs and run summaries."""
+        used = self.engine_used
+        if used == "opencl" and self._prepared:
+            return f"opencl on {next(reversed(self._prepared.values())).engine.device}"
+        return used
+
+    def _engine(self, matrix: scipy.sparse.csr_array) -> Any:
+        """The engine asked for, or under ``auto`` OpenCL when it works here, else numpy."""
+        if self.engine_name == "opencl":
+            return OpenCLEngine(matrix, device=self.device, threads=self.threads)
+        if self.engine_name == "auto" and self._opencl_failed is None:
+            try:
+                engine = OpenCLEngine(matrix, device=self.device, threads=self.threads)
+            except EngineUnavailable as exc:
+                self._fall_back(str(exc))
+            else:
+                _once(logging.INFO, f"engine auto: OpenCL on {engine.device} ({engine.kernel} kernel)")
+                return engine
+        return NumpyEngine(matrix, threads=self.threads)
+
+    def _fall_back(self, reason: str) -> None:
+        """Under ``auto``: numpy from now on in this integrator, with a warning naming the reason."""
+        self._opencl_failed = reason
+        _once(logging.WARNING, f"engine auto: using the numpy engine, the OpenCL engine is unavailable: {reason}")
 
     def _build(self, npt: int, npt_azim: int | None, unit: str, splitting: str,
                rad_range: tuple[float, float] | None, azim_range: tuple[float, float] | None,
@@ -206,6 +250,19 @@ class Integrator:
         matrix = build_matrix(splitting, radial, azimuth, valid, radial_bins, azimuth_bins,
                               azim_range if npt_azim is None else None)
         return matrix, radial_bins, azimuth_bins
+
+    def _reduce(self, prep: _Prepared, frames: np.ndarray, variance: bool) -> Any:
+        """One block through the engine; under ``auto`` a failing device (lost, out of memory
+        even for one frame) hands this block and the rest to the numpy engine."""
+        try:
+            return prep.engine.reduce(frames, variance=variance)
+        except EngineUnavailable as exc:
+            if self.engine_name != "auto" or isinstance(prep.engine, NumpyEngine):
+                raise
+            self._fall_back(str(exc))
+            for other in self._prepared.values():
+                other.engine = NumpyEngine(other.matrix, threads=self.threads)
+            return prep.engine.reduce(frames, variance=variance)
 
     def _pixel_normalization(self, flat: np.ndarray | None, solid_angle: bool,
                              polarization_factor: float | None) -> np.ndarray:
@@ -249,7 +306,7 @@ class Integrator:
         flat_frames = stack.reshape(nframes, -1)
         for start in range(0, nframes, BLOCK_FRAMES):
             block = slice(start, min(start + BLOCK_FRAMES, nframes))
-            out = prep.engine.reduce(flat_frames[block], variance=error_model is not None)
+            out = self._reduce(prep, flat_frames[block], variance=error_model is not None)
             acc["signal"][block] = out.signal
             if error_model:
                 acc["variance"][block] = out.variance
@@ -406,3 +463,10 @@ def _array_digest(image: np.ndarray | None) -> tuple | None:
 def _digest(mask: np.ndarray) -> str:
     """A short hash of a boolean mask, for cache keys."""
     return hashlib.sha256(np.packbits(mask).tobytes() + str(mask.shape).encode()).hexdigest()[:24]
+
+
+def _once(level: int, message: str) -> None:
+    """Log a message once per process: every integrator of a worker would repeat it."""
+    if message not in _LOGGED:
+        _LOGGED.add(message)
+        log.log(level, message)

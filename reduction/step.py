@@ -49,15 +49,22 @@ class AzintStep:
                                    "carry a q or 2θ axis, and r maps onto 2θ only without tilt; use 2th_deg or q")
         self.mask = mask
         self.engine = self.cfg.get("engine") or "auto"
+        self.device = self.cfg.get("device") or "auto"
         self._integrators: dict[float | None, Integrator] = {}
         self.integrator = self._integrator_for(self.geometry.wavelength)
         self.poni_text = Path(self.cfg["poni"]).read_text(encoding="utf-8", errors="replace")
+
+    @property
+    def engine_used(self) -> str:
+        """The engine of the integrations so far, for the run summary ("numpy", "opencl on …")."""
+        return self.integrator.engine_description
 
     def _integrator_for(self, wavelength: float | None) -> Integrator:
         """One integrator per wavelength (the PONI's, or a scan's when the PONI has none)."""
         if wavelength not in self._integrators:
             geometry = replace(self.geometry, wavelength=wavelength)
-            self._integrators[wavelength] = Integrator(geometry, mask=self.mask, engine=self.engine)
+            self._integrators[wavelength] = Integrator(geometry, mask=self.mask, engine=self.engine,
+                                                        device=self.device)
         return self._integrators[wavelength]
 
     def _integrate(self, integrator: Integrator, frames: np.ndarray, monitor: np.ndarray | None):

@@ -1,5 +1,11 @@
-"""Reduction engines: apply a sparse integration matrix to blocks of frames."""
+"""Reduction engines: apply a sparse integration matrix to blocks of frames.
 
+``NumpyEngine`` runs everywhere; ``OpenCLEngine`` needs pyopencl and an OpenCL device (PoCL on
+CPUs, the vendor's ICD on GPUs) and imports pyopencl only when constructed.
+"""
+
+from ..errors import EngineUnavailable
 from .numpy_engine import EngineOutput, NumpyEngine
+from .opencl_engine import OpenCLEngine
 
-__all__ = ["EngineOutput", "NumpyEngine"]
+__all__ = ["EngineOutput", "EngineUnavailable", "NumpyEngine", "OpenCLEngine"]

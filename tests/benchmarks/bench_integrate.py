@@ -2,6 +2,7 @@
 
     python tests/benchmarks/bench_integrate.py                      # Eiger4M, 32 frames, bbox
     python tests/benchmarks/bench_integrate.py --detector Pilatus1M --splitting no
+    python tests/benchmarks/bench_integrate.py --engines numpy,opencl --device gpu   # on a GPU node
 
 Both integrators are warmed up first (matrix built, caches filled); then, for several rounds,
 xreduce integrates the whole stack in one batched call and pyFAI integrates the same frames one
@@ -9,6 +10,11 @@ by one with ``method=(splitting, "csr", "cython")``, alternating so that both se
 machine state. It prints frames/s for each, their ratio, and the largest relative difference
 of the intensities (bins with at least 10 % of the median count), so speed is never reported
 without accuracy.
+
+``--engines`` names the xreduce engines to time (default: numpy,opencl), each with its own integrator,
+all in the same alternating rounds.  For the OpenCL engine it also prints the kernels' own
+throughput with the frames already on the device (no transfer), as frames/s and GB/s read
+(frames + matrix layout), the number to compare with the device's memory bandwidth.
 """
 
 from __future__ import annotations
@@ -33,7 +39,10 @@ def main() -> None:
     parser.add_argument("--splitting", default="bbox", choices=["no", "bbox", "full"])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="xreduce engine threads (default: all cores)")
+    parser.add_argument("--engines", default="numpy,opencl", help="comma-separated xreduce engines: numpy, opencl")
+    parser.add_argument("--device", default=None, help="OpenCL device: auto, cpu, gpu or platform:device")
     args = parser.parse_args()
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
 
     from pyFAI.integrator.azimuthal import AzimuthalIntegrator
 
@@ -47,12 +56,13 @@ def main() -> None:
     frames = rng.poisson(ideal, size=(args.frames, *geo.shape)).astype(np.uint32)
     frames[:, geo.detector.mask] = 2**32 - 1  # gap value as an Eiger writes it
 
-    integ = Integrator(geo, cache_dir=False, threads=args.threads)
+    integs = {name: Integrator(geo, engine=name, device=args.device, cache_dir=False, threads=args.threads)
+              for name in engines}
     options = dict(npt=args.npt, unit=args.unit, splitting=args.splitting)
     rng_range = None
 
-    def ours() -> np.ndarray:
-        return integ.integrate1d(frames, **options, radial_range=rng_range).intensity
+    def ours(name: str) -> np.ndarray:
+        return integs[name].integrate1d(frames, **options, radial_range=rng_range).intensity
 
     def theirs() -> tuple[np.ndarray, np.ndarray]:
         out, count = [], None
@@ -71,32 +81,62 @@ def main() -> None:
         first = ai.integrate1d(frames[0], args.npt, unit=args.unit, method=(args.splitting, "csr", "cython"))
     rng_range = (float(first.radial[0] - (first.radial[1] - first.radial[0]) / 2),
                  float(first.radial[-1] + (first.radial[1] - first.radial[0]) / 2))
-    t0 = time.perf_counter()
-    integ.integrate1d(frames[:1], **options, radial_range=rng_range)
-    build = time.perf_counter() - t0
+    build = {}
+    for name, integ in integs.items():
+        t0 = time.perf_counter()
+        integ.integrate1d(frames[:1], **options, radial_range=rng_range)
+        build[name] = time.perf_counter() - t0
+        if name != "numpy":
+            ours(name)  # warm-up of the batched path (kernels for a full block are generated on first use)
     theirs_out, count = theirs()
 
-    ours_t, theirs_t = [], []
+    load_before = os.getloadavg()
+    ours_t: dict[str, list[float]] = {name: [] for name in engines}
+    ours_out: dict[str, np.ndarray] = {}
+    theirs_t = []
     for _ in range(args.rounds):
-        t0 = time.perf_counter()
-        ours_out = ours()
-        ours_t.append(time.perf_counter() - t0)
+        for name in engines:
+            t0 = time.perf_counter()
+            ours_out[name] = ours(name)
+            ours_t[name].append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         theirs_out, count = theirs()
         theirs_t.append(time.perf_counter() - t0)
+    load_after = os.getloadavg()
 
     selected = count >= 0.1 * np.median(count[count > 0])
-    rel = np.abs(ours_out[:, selected] - theirs_out[:, selected]) / np.abs(theirs_out[:, selected])
     n = args.frames
-    ours_fps, theirs_fps = n / min(ours_t), n / min(theirs_t)
+    theirs_fps = n / min(theirs_t)
     threads = args.threads or os.cpu_count()
     print(f"{args.detector} {geo.shape[0]}x{geo.shape[1]}, {n} frames uint32, npt={args.npt}, unit={args.unit}, "
           f"splitting={args.splitting}, {threads} threads, best of {args.rounds} rounds")
-    print(f"  matrix build (xreduce, first call): {build:.2f} s")
-    print(f"  xreduce integrate1d (batched): {1000 / ours_fps:7.2f} ms/frame  {ours_fps:8.1f} frames/s")
+    print(f"  load average before/after: {load_before[0]:.2f} / {load_after[0]:.2f} ({os.cpu_count()} CPUs)")
+    for name in engines:
+        print(f"  matrix build (xreduce[{name}], first call): {build[name]:.2f} s")
+    fps = {name: n / min(ours_t[name]) for name in engines}
+    for name in engines:
+        label = f"xreduce[{name}]"
+        print(f"  {label + ' integrate1d (batched):':31s}{1000 / fps[name]:7.2f} ms/frame  {fps[name]:8.1f} frames/s")
     print(f"  pyFAI   integrate1d (csr):     {1000 / theirs_fps:7.2f} ms/frame  {theirs_fps:8.1f} frames/s")
-    print(f"  ratio xreduce/pyFAI: {ours_fps / theirs_fps:.1f}x   "
-          f"max relative difference of I: {rel.max():.2e} over {selected.sum()} bins")
+    for name in engines:
+        rel = np.abs(ours_out[name][:, selected] - theirs_out[:, selected]) / np.abs(theirs_out[:, selected])
+        extra = f", {fps[name] / fps['numpy']:.2f}x numpy" if name != "numpy" and "numpy" in fps else ""
+        print(f"  ratio xreduce[{name}]/pyFAI: {fps[name] / theirs_fps:.1f}x{extra}   "
+              f"max relative difference of I: {rel.max():.2e} over {selected.sum()} bins")
+    for name in engines:
+        if name == "opencl":
+            _print_resident(integs[name], frames, options, rng_range)
+
+
+def _print_resident(integ: Integrator, frames: np.ndarray, options: dict, rng_range) -> None:
+    """The OpenCL kernels alone, frames on the device: frames/s and GB/s read."""
+    prep = integ._prepare(options["npt"], None, options["unit"], options["splitting"], rng_range, None)
+    engine = prep.engine
+    seconds = engine.time_resident(frames.reshape(len(frames), -1))
+    nbytes = frames.nbytes + engine.layout_bytes()
+    print(f"  opencl kernels, frames on the device ({engine.device}, kernel {engine.kernel!r}): "
+          f"{1000 * seconds / len(frames):.2f} ms/frame  {len(frames) / seconds:8.1f} frames/s  "
+          f"{nbytes / seconds / 1e9:.1f} GB/s read")
 
 
 if __name__ == "__main__":

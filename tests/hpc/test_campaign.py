@@ -58,6 +58,8 @@ def test_run_reduces_everything_like_the_integrator(experiment, tmp_path, capsys
     before = checksums(experiment.raw_data)
     assert main(["run", *overrides(experiment, out)]) == 0
     assert checksums(experiment.raw_data) == before, "raw data must never change"
+    # engine=auto takes OpenCL where a device exists (PoCL's CPU device in CI), and says so
+    assert "frames/s; engine opencl on " in capsys.readouterr().out
 
     master = master_of(out)
     assert master.name == "ihch0000_id31_20261124.nxs" and master.with_suffix(".png").is_file()

@@ -160,7 +160,7 @@ def test_no_campaign_chosen() -> None:
     ("reduction.unit=q_nm", RADIAL_UNITS),
     ("reduction.splitting=ful", SPLITTINGS),
     ("reduction.error_model=gauss", ("poisson", "null")),
-    ("reduction.engine=cuda", ("auto", "numpy")),
+    ("reduction.engine=cuda", ("auto", "numpy", "opencl")),
     ("merge.mode=vdss", ("vds", "copy")),
     ("reduction.kind=azint3d", ("azint1d", "azint2d")),
 ])
@@ -170,6 +170,19 @@ def test_enum_like_values_list_the_allowed_ones(data: Path, override: str, allow
     assert f"{key}={value!r} is not allowed" in message
     assert message.endswith("allowed: " + ", ".join(str(a) for a in allowed)) or \
         all(a in message for a in allowed)
+
+
+@pytest.mark.parametrize("device", ["gpu0", "0", "0:a", "cuda:0"])
+def test_device_must_be_a_known_request(data: Path, device: str) -> None:
+    message = error(base(data, f"reduction.device={device}"))
+    assert f"reduction.device={device!r} must be auto, cpu, gpu or 'platform:device'" in message
+
+
+def test_engine_and_device_do_not_change_the_hash(data: Path) -> None:
+    """Engines agree within float32 tolerance: switching one must not redo finished chunks."""
+    hashes = {config_hash(load_config(base(data, *extra))) for extra in
+              ([], ["reduction.engine=opencl"], ["reduction.engine=numpy", "reduction.device=0:1"])}
+    assert len(hashes) == 1
 
 
 def test_unit_suggestion(data: Path) -> None:

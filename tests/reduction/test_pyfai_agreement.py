@@ -113,8 +113,8 @@ def _compare(ours: np.ndarray, ref: np.ndarray, count: np.ndarray, rtol: float, 
     np.testing.assert_allclose(ours[selected], ref[selected], rtol=rtol, atol=0, err_msg=what)
 
 
-def check_case(case: Case) -> None:
-    """Integrate with xreduce and pyFAI and compare every frame."""
+def check_case(case: Case, engine: str = "numpy") -> None:
+    """Integrate with xreduce (this engine) and pyFAI and compare every frame."""
     geo, ai = case.geometry(), case.pyfai()
     data = _inputs(case, ai)
     radial_range = _radial_range(case, geo)
@@ -128,7 +128,7 @@ def check_case(case: Case) -> None:
         monitor = case.normalization * (1.0 + np.arange(case.nframes))
     corrections = dict(dark=data["dark"], flat=data["flat"], polarization_factor=case.polarization_factor)
 
-    integ = Integrator(geo, mask=data["mask"], cache_dir=False)
+    integ = Integrator(geo, mask=data["mask"], engine=engine, cache_dir=False)
     if case.dim == 1:
         res = integ.integrate1d(data["frames"], npt=case.npt, splitting=case.splitting, solid_angle=case.solid_angle,
                                 normalization=monitor, **common, **corrections)
