@@ -55,11 +55,12 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["EngineOutput", "NumpyEngine", "default_threads"]
+__all__ = ["EngineOutput", "NumpyEngine", "canonical_matrix", "default_threads"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,6 +217,20 @@ class _Workspace:
         return arr
 
 
+def canonical_matrix(matrix: Any) -> sp.csc_array:
+    """An engine's own copy of the weights: float64 CSC, duplicates summed, zeros dropped,
+    sorted indices (engines walk columns = pixels, in order)."""
+    if not sp.issparse(matrix):
+        raise TypeError(f"matrix must be a scipy.sparse array/matrix, got {type(matrix).__name__}")
+    if matrix.ndim != 2:
+        raise ValueError(f"matrix must be 2-D (nbins x npix), got shape {matrix.shape}")
+    csc = sp.csc_array(matrix, dtype=np.float64, copy=True)
+    csc.sum_duplicates()
+    csc.eliminate_zeros()
+    csc.sort_indices()
+    return csc
+
+
 class NumpyEngine:
     """Batched sparse reduction on the CPU with numpy/scipy.
 
@@ -231,16 +246,9 @@ class NumpyEngine:
     name = "numpy"
 
     def __init__(self, matrix, *, threads: int | None = None, precision: str = "auto"):
-        if not sp.issparse(matrix):
-            raise TypeError(f"matrix must be a scipy.sparse array/matrix, got {type(matrix).__name__}")
-        if matrix.ndim != 2:
-            raise ValueError(f"matrix must be 2-D (nbins x npix), got shape {matrix.shape}")
         if precision not in ("auto", "single", "double"):
             raise ValueError(f"precision must be 'auto', 'single' or 'double', got {precision!r}")
-        csc = sp.csc_array(matrix, dtype=np.float64, copy=True)
-        csc.sum_duplicates()
-        csc.eliminate_zeros()
-        csc.sort_indices()
+        csc = canonical_matrix(matrix)
         self.nbins, self.npix = (int(s) for s in csc.shape)
         if 2 * max(self.nbins, csc.nnz) >= 2**31 - 1 or self.npix >= 2**31 - 1:
             raise ValueError(f"matrix too large for 32-bit indices: shape {csc.shape}, nnz {csc.nnz}")

@@ -60,7 +60,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .device import DeviceInfo, EngineUnavailable, open_device
-from .numpy_engine import EngineOutput, default_threads
+from .numpy_engine import EngineOutput, canonical_matrix, default_threads
 
 __all__ = ["OpenCLEngine", "EngineUnavailable", "build_layout"]
 
@@ -298,16 +298,9 @@ class OpenCLEngine:
 
     def __init__(self, matrix: Any, *, device: str | None = None, threads: int | None = None,
                  kernel: str = "auto", max_frames: int | None = None, zero_copy: bool | None = None) -> None:
-        if not sp.issparse(matrix):
-            raise TypeError(f"matrix must be a scipy.sparse array/matrix, got {type(matrix).__name__}")
-        if matrix.ndim != 2:
-            raise ValueError(f"matrix must be 2-D (nbins x npix), got shape {matrix.shape}")
         if kernel not in ("auto", "cpu", "group"):
             raise ValueError(f"kernel must be 'auto', 'cpu' or 'group', got {kernel!r}")
-        csc = sp.csc_array(matrix, dtype=np.float64, copy=True)
-        csc.sum_duplicates()
-        csc.eliminate_zeros()
-        csc.sort_indices()
+        csc = canonical_matrix(matrix)
         self.nbins, self.npix = (int(s) for s in csc.shape)
         if max(self.nbins, csc.nnz, self.npix) >= 2**31 - 1:
             raise ValueError(f"matrix too large for 32-bit indices: shape {csc.shape}, nnz {csc.nnz}")
