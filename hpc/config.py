@@ -449,11 +449,6 @@ def _engines() -> tuple[str, ...]:
     return ("auto", *ENGINES)
 
 
-def _pair(key: str, value: Any, check_paths: bool) -> Any:
-    if value is None:
-        return _UNCHANGED
-    if len(value) != 2 or not value[0] < value[1] or not all(map(_finite, value)):
-        raise ConfigError(f"{key}={list(value)} must be a pair [min, max] of finite numbers with min < max")
 def _device(key: str, value: Any, check_paths: bool) -> Any:
     if not re.fullmatch(r"auto|cpu|gpu|\d+:\d+", str(value)):
         raise ConfigError(f"{key}={value!r} must be auto, cpu, gpu or 'platform:device' indices such as '0:1' "
@@ -461,6 +456,11 @@ def _device(key: str, value: Any, check_paths: bool) -> Any:
     return _UNCHANGED
 
 
+def _pair(key: str, value: Any, check_paths: bool) -> Any:
+    if value is None:
+        return _UNCHANGED
+    if len(value) != 2 or not value[0] < value[1] or not all(map(_finite, value)):
+        raise ConfigError(f"{key}={list(value)} must be a pair [min, max] of finite numbers with min < max")
     return _UNCHANGED
 
 
