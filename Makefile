@@ -7,10 +7,12 @@
 #                 (`make cluster`), then runs the whole test suite
 #   make cluster  start (or check) the Slurm test cluster: tests/cluster/start-slurm.sh, as root
 #   make bench    integration throughput (tests/benchmarks/bench_integrate.py)
+#   make image    build the Apptainer image xreduce.sif (needs apptainer; docs/containers.md)
 #   make clean    remove outputs and caches (keeps .venv; `make distclean` removes it too)
 #
 # Works on a fresh Debian 12 as root: missing apt packages are installed (only the missing
 # ones, so a second run is fast), and the venv is re-installed only when pyproject.toml changes.
+# Both go through containers/install.sh, the same script the Apptainer image's %post runs.
 # Knobs: PYTHON=python3.12 (interpreter for the venv), PYTEST_ARGS="-x -k geometry", DEMO_OUT=dir,
 #        BENCH_ARGS="--detector Pilatus1M --frames 64".
 
@@ -26,9 +28,10 @@ BENCH_ARGS  ?=
 VPY   := $(VENV)/bin/python
 # Touched after a successful install: newer than pyproject.toml means the venv is up to date.
 STAMP := $(VENV)/.xreduce-installed
-INSTALL_SYSTEM := bash tests/services/install-system-packages.sh
+INSTALL := bash containers/install.sh
+IMAGE   ?= xreduce.sif
 
-.PHONY: help demo test bench cluster venv system-base system-test clean distclean
+.PHONY: help demo test bench cluster venv system-base system-test image clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -55,10 +58,10 @@ distclean: clean  ## clean, and remove .venv
 # ---------------------------------------------------------------- environment
 # apt packages: cheap to re-check (dpkg-query), so these always run.
 system-base:  ## python3 + venv module (apt, only if missing)
-	$(INSTALL_SYSTEM) base
+	$(INSTALL) --system base
 
-system-test:  ## base + Open MPI, PoCL, Slurm/munge/MariaDB, hdf5-tools (apt, only if missing)
-	$(INSTALL_SYSTEM) test
+system-test:  ## base + Open MPI, PoCL, Slurm/munge/MariaDB, hdf5-tools, Lmod (apt, only if missing)
+	$(INSTALL) --system test
 
 venv: $(STAMP)  ## create/update .venv with xreduce editable + test extras
 
@@ -68,8 +71,12 @@ cluster: system-test  ## start the single-node Slurm test cluster (munge, slurmd
 	bash tests/cluster/start-slurm.sh
 
 # `|` (order-only): the apt check runs first but its always-new timestamp does not force a
-# re-install. A venv whose interpreter no longer runs (moved, Python upgraded) is re-created.
+# re-install. install.sh re-creates a venv whose interpreter no longer runs (moved, Python upgraded).
 $(STAMP): pyproject.toml | system-base
-	$(VPY) -c '' 2>/dev/null || $(PYTHON) -m venv --clear $(VENV)
-	$(VPY) -m pip install --disable-pip-version-check -e '.[test]'
+	$(INSTALL) --system none --venv $(VENV) --python $(PYTHON) --extras test --editable
 	touch $@
+
+# The image: everything of containers/xreduce.def's %post is containers/install.sh (CI runs it).
+image:  ## build the Apptainer image (IMAGE=xreduce.sif) from containers/xreduce.def (needs apptainer >= 1.2)
+	@command -v apptainer >/dev/null || { echo "apptainer is not installed here: build on a machine that has it (docs/containers.md)" >&2; exit 1; }
+	apptainer build --build-arg REVISION=$$(git rev-parse --short HEAD 2>/dev/null || echo unknown) $(IMAGE) containers/xreduce.def

@@ -19,6 +19,8 @@ __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
+#: ``selftest --require`` choices (hpc.selftest.REQUIRABLE; not imported here: it loads numpy).
+REQUIRABLE = ("opencl", "gpu", "mpi")
 _OVERRIDES_HELP = ("Hydra overrides: campaign=my_exp reduction=azint2d reduction.npt=2000 backend.workers=8 "
                    "(see docs/config.md)")
 
@@ -73,6 +75,19 @@ def _parser() -> argparse.ArgumentParser:
                           description="Generate a small synthetic experiment in the BLISS layout, reduce it "
                                       "locally and print where the results and a preview are.")
     demo.add_argument("--out", metavar="DIR", type=Path, help="where to write it (default: a new folder)")
+    selftest = sub.add_parser("selftest", parents=[common], help="check this installation (or image): "
+                              "imports, engines, a known-answer integration",
+                              description="Check that this installation (or Apptainer image) works here: "
+                                          "versions, MPI library, OpenCL devices, a bitshuffle-LZ4 HDF5 round "
+                                          "trip and a flat image integrated on each engine against the known "
+                                          "answer. Exit 0 when nothing failed, 1 otherwise; a missing optional "
+                                          "part (no OpenCL device, no MPI) is 'unavailable', not a failure, "
+                                          "unless --require names it.")
+    selftest.add_argument("--require", action="append", default=[], choices=REQUIRABLE, metavar="PART",
+                          help=f"a part that must work here: {', '.join(REQUIRABLE)} (repeatable)")
+    selftest.add_argument("--device", default="auto", metavar="DEVICE",
+                          help="OpenCL device of the opencl check: auto, cpu, gpu or P:D (default auto)")
+    selftest.add_argument("--json", action="store_true", help="machine-readable output")
     worker = sub.add_parser("worker", parents=[common], help="(internal) run one task group of a plan",
                             description="Run the chunks of one task group of a plan (what a Slurm array "
                                         "task or an MPI rank runs).")
@@ -133,9 +148,20 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _commands().status(target, as_json=args.json)
     if args.command == "demo":
         return _commands().demo(args.out)
+    if args.command == "selftest":
+        return _selftest(args)
     if args.command == "worker":
         return _commands().worker(args.plan, args.group, merge_only=args.merge, mpi=args.mpi)
     raise AssertionError(f"unhandled command {args.command}")
+
+
+def _selftest(args: argparse.Namespace) -> int:
+    """Apart from hpc.commands (Hydra, backends): it must report even on a half-broken install."""
+    from .selftest import format_report, report_json, run_selftest
+
+    report = run_selftest(require=args.require, device=args.device)
+    print(report_json(report) if args.json else format_report(report), flush=True)
+    return EXIT_OK if report.ok else EXIT_FAILED
 
 
 def _commands() -> Any:

@@ -181,6 +181,8 @@ def submit(cfg: Any, force: bool = False) -> int:
         _say(f"submitted array job(s) {arrays} and merge job {sub.merge_job}")
     else:
         _say(f"submitted MPI job {sub.merge_job} ({cfg.backend.ntasks} ranks; rank 0 merges)")
+    if sub.container:
+        _say(f"jobs run in the Apptainer image {sub.container}")
     _say(f"scripts and logs: {sub.folder}")
     _say(f"watch with `xreduce status {output}`")
     return 0

@@ -139,7 +139,10 @@ class SlurmBackendConfig(BackendConfig):
     max_array_size: int | None = None       # null: MaxArraySize from `scontrol show config`
     extra_directives: list[str] = field(default_factory=list)   # more "#SBATCH ..." options, e.g. ["--exclusive"]
     setup: list[str] = field(default_factory=list)   # shell lines before xreduce, e.g. ["module load xreduce"]
-    container: str | None = None            # an Apptainer image: tasks run `apptainer exec --nv IMAGE xreduce ...`
+    container: str | None = None            # Apptainer image: jobs run `apptainer exec [--nv] --bind ... IMAGE xreduce`;
+                                            #   null: $XREDUCE_IMAGE (the xreduce module) if set (hpc.container)
+    binds: list[str] | None = None          # host paths bound into the image; null: raw data, output, input-file folders
+                                            #   (either way plus $XREDUCE_BINDS)
     merge_time: str = "00:30:00"            # --time of the merge job
     mode: str = "array"                     # array: a job array + merge job | mpi: one job of `ntasks` MPI ranks
     ntasks: int = 4                         # mode=mpi: MPI ranks (rank 0 hands out chunks and merges)
@@ -160,6 +163,8 @@ class SubmititBackendConfig(BackendConfig):
     chunks_per_task: int = 1
     folder: str | None = None               # submitit's job folder; null: <output>/submitit/<time stamp>
     extra: dict[str, str] = field(default_factory=dict)   # slurm_additional_parameters, e.g. {account: ab12}
+    container: str | None = None            # Apptainer image the tasks' Python runs in (as backend=slurm)
+    binds: list[str] | None = None          # host paths bound into it (as backend=slurm)
 
 
 @dataclass
@@ -583,12 +588,12 @@ _CHECKS: list[tuple[str, _Check]] = [
     ("campaign.monitor", _text),
     ("campaign.output", _output),
     ("reduction.engine", _choice(_engines)),
+    ("reduction.device", _device),
     *((f"reduction.{key}", _file) for key in _FILE_KEYS),
     ("reduction.unit", _choice(_units)),
     ("reduction.npt", _positive),
     ("reduction.npt_rad", _positive),
     ("reduction.npt_azim", _positive),
-    ("reduction.device", _device),
     ("reduction.radial_range", _pair),
     ("reduction.azimuth_range", _pair),
     ("reduction.splitting", _choice(_splittings)),

@@ -6,6 +6,10 @@ to do, submits them and returns at once. Array task i runs ``xreduce worker --pl
 offset+i``; arrays are split so that no index reaches the cluster's MaxArraySize. The merge job
 runs after all of them (``afterany``) and merges whatever is done.
 
+With a container (``backend.container``, or the image of the xreduce module: see
+:mod:`hpc.container`) every job runs ``apptainer exec [--nv] --bind ... IMAGE xreduce ...``
+instead, ``--nv`` on the jobs that ask for GPUs; the rendered scripts show the exact line.
+
 The files stay the source of truth for chunk state; Slurm is asked (``squeue``, ``sacct``) only
 to tell chunks that are queued or running from those whose task died without a word (TIMEOUT,
 OUT_OF_MEMORY, CANCELLED, NODE_FAIL).
@@ -14,6 +18,7 @@ OUT_OF_MEMORY, CANCELLED, NODE_FAIL).
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
@@ -25,6 +30,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+from ..container import Container, container_for
 from ..errors import BackendError
 from ..plan import Plan, write_plan
 
@@ -48,11 +54,20 @@ SILENT_DEATHS = {"TIMEOUT", "OUT_OF_MEMORY", "CANCELLED", "NODE_FAIL", "PREEMPTE
 ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING"}
 
 
+def _not_found(command: str) -> BackendError:
+    image = os.environ.get("APPTAINER_CONTAINER") or os.environ.get("SINGULARITY_CONTAINER")
+    if image:
+        return BackendError(f"`{command}` not found inside the Apptainer image {image}: the host's Slurm client "
+                            "is not visible here. Run xreduce through the xreduce module's wrapper, which binds "
+                            "it (XREDUCE_SLURM, docs/containers.md), or submit from a host installation")
+    return BackendError(f"`{command}` not found: Slurm is not installed (or not on PATH) on this machine; "
+                        "use backend=local to run here")
+
+
 def call(cmd: list[str], *, timeout: float = 60) -> str:
     """Run a Slurm command; BackendError with command, exit code, stdout and stderr on failure."""
     if shutil.which(cmd[0]) is None:
-        raise BackendError(f"`{cmd[0]}` not found: Slurm is not installed (or not on PATH) on this machine; "
-                           "use backend=local to run here")
+        raise _not_found(cmd[0])
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
@@ -89,6 +104,7 @@ class Submission:
     arrays: list[tuple[int, int]]  # (group offset, count) per array job
     merge_job: str | None
     groups: list[list[str]]  # chunk ids of each task group
+    container: str | None = None  # "IMAGE (from SOURCE)" when the jobs run in an Apptainer image
 
     def save(self) -> None:
         (Path(self.folder) / "submission.json").write_text(json.dumps(self.__dict__, indent=1), encoding="utf-8")
@@ -121,9 +137,10 @@ def active_jobs(output: Path) -> list[str]:
     return [job for job in sub.job_ids if job in queued]
 
 
-def _xreduce(backend: Any, gpu: bool) -> str:
-    if backend.container:
-        return f"apptainer exec {'--nv ' if gpu else ''}{shlex.quote(str(backend.container))} xreduce"
+def _xreduce(container: Container | None, gpu: bool) -> str:
+    """How a job starts xreduce: in the image, or with the interpreter that submitted."""
+    if container is not None:
+        return container.command("xreduce", gpu=gpu)
     return f"{shlex.quote(sys.executable)} -m hpc.cli"
 
 
@@ -156,20 +173,21 @@ def require() -> None:
     """Fail early, naming the command, where Slurm's client commands are missing."""
     for command in ("sbatch", "squeue", "sacct", "scontrol", "scancel"):
         if shutil.which(command) is None:
-            raise BackendError(f"`{command}` not found: Slurm is not installed (or not on PATH) on this machine; "
-                               "use backend=local to run here")
+            raise _not_found(command)
 
 
 def submit(plan: Plan, todo: list[int], backend: Any) -> Submission:
     """Submit the ``todo`` chunks of ``plan`` as job arrays plus a dependent merge job."""
     require()
+    container = container_for(backend, plan.config)  # a bad image or bind fails before anything is written
     output = Path(plan.output)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     folder = output / "slurm" / stamp
     logs = folder / "logs"
     logs.mkdir(parents=True)
+    described = f"{container.image} (from {container.source})" if container else None
     if backend.mode == "mpi":
-        return _submit_mpi(plan, todo, backend, folder, stamp)
+        return _submit_mpi(plan, todo, backend, folder, stamp, container, described)
     groups = pack_groups(todo, int(backend.chunks_per_task))
     plan_path = write_plan(replace(plan, groups=groups), folder)
     limit = int(backend.max_array_size or max_array_size())
@@ -184,26 +202,27 @@ def submit(plan: Plan, todo: list[int], backend: Any) -> Submission:
             script.write_text(render("array.sbatch", job_name=f"xreduce-{plan.campaign}", array=f"0-{count - 1}{throttle}",
                                      time=backend.time, cpus_per_task=backend.cpus_per_task, group_offset=offset,
                                      directives=_directives(backend, for_array=True),
-                                     xreduce=_xreduce(backend, bool(backend.gpus_per_task)), **common),
+                                     xreduce=_xreduce(container, bool(backend.gpus_per_task)), **common),
                               encoding="utf-8")
             submitted.append(_sbatch(script))
         script = folder / "merge.sbatch"
         script.write_text(render("merge.sbatch", job_name=f"xreduce-{plan.campaign}-merge",
                                  array_jobs=":".join(submitted), merge_time=backend.merge_time,
                                  directives=_directives(backend, for_array=False),
-                                 xreduce=_xreduce(backend, False), **common), encoding="utf-8")
+                                 xreduce=_xreduce(container, False), **common), encoding="utf-8")
         merge_job = _sbatch(script)
     except BackendError:
         if submitted:  # nothing half-submitted: the arrays without their merge job are withdrawn
             call(["scancel", *submitted])
         raise
     sub = Submission(str(folder), stamp, submitted, arrays, merge_job,
-                     [[plan.chunks[i].id for i in group] for group in groups])
+                     [[plan.chunks[i].id for i in group] for group in groups], described)
     sub.save()
     return sub
 
 
-def _submit_mpi(plan: Plan, todo: list[int], backend: Any, folder: Path, stamp: str) -> Submission:
+def _submit_mpi(plan: Plan, todo: list[int], backend: Any, folder: Path, stamp: str,
+                container: Container | None, described: str | None) -> Submission:
     """backend.mode=mpi: one job of ``ntasks`` MPI ranks runs the MPI backend, rank 0 merging."""
     plan_path = write_plan(replace(plan, groups=[todo]), folder)
     script = folder / "mpi.sbatch"
@@ -212,9 +231,9 @@ def _submit_mpi(plan: Plan, todo: list[int], backend: Any, folder: Path, stamp: 
                              log_dir=shlex.quote(str(folder / "logs")), plan=shlex.quote(str(plan_path)),
                              setup="\n".join(backend.setup or []), launcher=backend.mpi_launcher,
                              directives=_directives(backend, for_array=True),
-                             xreduce=_xreduce(backend, bool(backend.gpus_per_task))), encoding="utf-8")
+                             xreduce=_xreduce(container, bool(backend.gpus_per_task))), encoding="utf-8")
     job = _sbatch(script)
-    sub = Submission(str(folder), stamp, [], [], job, [[plan.chunks[i].id for i in todo]])
+    sub = Submission(str(folder), stamp, [], [], job, [[plan.chunks[i].id for i in todo]], described)
     sub.save()
     return sub
 

@@ -6,6 +6,8 @@ chunks still to do are packed into task groups, ``map_array`` submits them as on
 ends, for the progress bar. Tasks are ``Checkpointable``: a task that times out or is preempted
 is requeued with the same group, and the chunks it had finished are skipped (they are files).
 What submitit ships is a small callable holding a plan path and chunk indices — no closures.
+With ``backend.container`` (or the xreduce module's image) the tasks' Python runs inside the
+Apptainer image (submitit's ``python`` command), with the binds of :mod:`hpc.container`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ..container import container_for
 from ..errors import BackendError, ConfigError
 from ..plan import Plan, read_plan, write_plan
 from ..state import ChunkPaths, record_failure
@@ -86,10 +89,13 @@ class SubmititBackend:
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
 
-    def _executor(self, folder: Path) -> Any:
+    def _executor(self, folder: Path, plan: Plan) -> Any:
         submitit = _submitit()
         cfg = self.cfg
-        executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
+        container = container_for(cfg, plan.config)
+        python = {} if container is None else {
+            "slurm_python": container.command("python3", gpu=bool(cfg.gpus_per_task))}
+        executor = submitit.AutoExecutor(folder=folder, cluster="slurm", **python)
         params: dict[str, Any] = dict(timeout_min=minutes(cfg.time), cpus_per_task=int(cfg.cpus_per_task),
                                       slurm_array_parallelism=int(cfg.array_parallelism), name="xreduce")
         if cfg.partition:
@@ -109,7 +115,7 @@ class SubmititBackend:
         folder.mkdir(parents=True, exist_ok=True)
         groups = pack_groups(list(chunk_indices), int(self.cfg.chunks_per_task))
         plan_path = write_plan(replace(plan, groups=groups), folder)
-        executor = self._executor(folder)
+        executor = self._executor(folder, plan)
         # map_array makes one array: keep each below the cluster's MaxArraySize, as backend=slurm does
         jobs = []
         for offset, count in split_arrays(len(groups), max_array_size()):
