@@ -5,15 +5,10 @@ being the recording stand-in that runs the command on the host — with the same
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
-import shutil
-import subprocess
-import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 
@@ -21,19 +16,18 @@ from hpc.cli import main
 from hpc.config import load_config, to_dict
 from hpc.container import Container, campaign_binds, container_for, find_image, merge_binds, parse_binds
 from hpc.errors import ConfigError
-from reduction.bliss_writer import write_demo_experiment
+
+from campaign_helpers import (campaign_overrides, intensities, require_slurm_cluster, small_experiment, submission,
+                              wait_for)
 
 
 @pytest.fixture()
 def experiment(tmp_path):
-    return write_demo_experiment(tmp_path / "data", n_datasets=1, n_scans=2, n_frames=6, detector="Pilatus100k",
-                                 frames_per_file=3)
+    return small_experiment(tmp_path, n_datasets=1, n_frames=6, frames_per_file=3)
 
 
 def overrides(exp, out: Path, *extra: str) -> list[str]:
-    return ["campaign=demo", f"campaign.raw_data={exp.raw_data}", f"reduction.poni={exp.poni}",
-            f"reduction.mask={exp.mask}", f"campaign.output={out}", "partition.frames_per_chunk=3",
-            "reduction.npt=100", *extra]
+    return campaign_overrides(exp, out, *extra, frames_per_chunk=3)
 
 
 # -- the command line, without Slurm ------------------------------------------------------------
@@ -112,42 +106,13 @@ def test_missing_sbatch_inside_an_image_says_how_to_reach_slurm(experiment, tmp_
 # -- real Slurm -------------------------------------------------------------------------------
 @pytest.fixture()
 def slurm_cluster() -> None:
-    """The test cluster must be up: these tests are the real thing, never skipped."""
-    if shutil.which("sbatch") is None:
-        pytest.fail("Slurm is not installed: run `make test` (installs and starts it) or, as root, "
-                    "`bash containers/install.sh --system test && bash tests/cluster/start-slurm.sh`")
-    done = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
-    if done.returncode != 0 or not done.stdout.strip():
-        pytest.fail(f"the test Slurm cluster is not running ({done.stderr.strip()}): as root, run "
-                    "`bash tests/cluster/start-slurm.sh`")
-
-
-def _submission(out: Path) -> dict:
-    return json.loads(sorted((out / "slurm").glob("*/submission.json"))[-1].read_text())
-
-
-def _wait(job: str, timeout: float = 180) -> str:
-    end = time.monotonic() + timeout
-    state = ""
-    while time.monotonic() < end:
-        done = subprocess.run(["sacct", "-n", "-P", "-X", "-j", job, "-o", "State"], capture_output=True, text=True)
-        state = done.stdout.split("\n")[0].split(" ")[0].strip()
-        if state and state not in ("PENDING", "RUNNING", "REQUEUED", "COMPLETING"):
-            return state
-        time.sleep(1)
-    raise AssertionError(f"job {job} did not end within {timeout} s (state {state!r})")
-
-
-def _intensities(out: Path) -> dict[str, np.ndarray]:
-    (master,) = out.glob("*.nxs")
-    with h5py.File(master, "r") as f:
-        return {name: f[name]["data"]["I"][()] for name in f}
+    require_slurm_cluster()
 
 
 def _same_as_local(experiment, out: Path, tmp_path: Path) -> None:
     local = tmp_path / "local"
     assert main(["run", *overrides(experiment, local)]) == 0
-    theirs, ours = _intensities(out), _intensities(local)
+    theirs, ours = intensities(out), intensities(local)
     assert theirs.keys() == ours.keys()
     for name in ours:
         np.testing.assert_allclose(theirs[name], ours[name], rtol=1e-6)
@@ -161,7 +126,7 @@ def test_array_and_merge_jobs_run_in_the_image(slurm_cluster, experiment, tmp_pa
                                       "backend.gpus_per_task=1", "backend.partition=gpu",
                                       "backend.chunks_per_task=2")]) == 0
     assert f"jobs run in the Apptainer image {fake_image} (from backend.container)" in capsys.readouterr().out
-    sub = _submission(out)
+    sub = submission(out)
     folder = Path(sub["folder"])
     binds = ",".join([str(experiment.raw_data), str(out), str(Path(experiment.poni).parent)])
     line = f"apptainer exec --nv --bind {binds} {fake_image} xreduce"
@@ -171,7 +136,7 @@ def test_array_and_merge_jobs_run_in_the_image(slurm_cluster, experiment, tmp_pa
     assert f"exec {line.replace('--nv ', '')} worker --plan {folder}/plan.json --merge\n" in merge, \
         "the merge job runs in the image too, without --nv (it asks for no GPU)"
     assert sub["container"] == f"{fake_image} (from backend.container)"
-    assert _wait(sub["merge_job"]) == "COMPLETED"
+    assert wait_for(sub["merge_job"]) == "COMPLETED"
     calls = apptainer_stub.calls()
     workers = [c for c in calls if "--group" in c]
     assert len(workers) == len(sub["groups"]) == 2 and all(c[:4] == ["exec", "--nv", "--bind", binds] for c in workers)
@@ -191,13 +156,13 @@ def test_module_image_and_binds_reach_mpi_jobs(slurm_cluster, experiment, tmp_pa
     out = tmp_path / "out"
     assert main(["submit", *overrides(experiment, out, "backend=slurm", "backend.mode=mpi", "backend.ntasks=2",
                                       "backend.cpus_per_task=1")]) == 0
-    sub = _submission(out)
+    sub = submission(out)
     script = (Path(sub["folder"]) / "mpi.sbatch").read_text()
     binds = ",".join([str(experiment.raw_data), str(out), str(Path(experiment.poni).parent), str(extra)])
     assert (f"exec srun --mpi=pmix apptainer exec --bind {binds} {fake_image} xreduce worker --plan "
             f"{sub['folder']}/plan.json --mpi\n") in script, "the hybrid model: the host's srun starts ranks in the image"
     assert sub["container"] == f"{fake_image} (from XREDUCE_IMAGE)"
-    assert _wait(sub["merge_job"]) == "COMPLETED"
+    assert wait_for(sub["merge_job"]) == "COMPLETED"
     ranks = [c for c in apptainer_stub.calls() if "--mpi" in c]
     assert len(ranks) == 2, f"one apptainer exec per MPI rank, got {ranks}"
     _same_as_local(experiment, out, tmp_path)

@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 
 from hpc.cli import main
+from campaign_helpers import campaign_overrides, small_experiment
 from nexus_validation import validate_file
 from reduction import Geometry, Integrator, bliss
-from reduction.bliss_writer import ScanSpec, finish_scan, write_dataset, write_demo_experiment
+from reduction.bliss_writer import ScanSpec, finish_scan, write_dataset
 from reduction.images import load_image
 
 N_FRAMES = 12
@@ -27,14 +28,11 @@ N_FRAMES = 12
 @pytest.fixture()
 def experiment(tmp_path):
     """2 datasets × 2 scans × 12 frames of a Pilatus100k, in the BLISS layout."""
-    return write_demo_experiment(tmp_path / "data", n_datasets=2, n_scans=2, n_frames=N_FRAMES,
-                                 detector="Pilatus100k", frames_per_file=5)
+    return small_experiment(tmp_path, n_frames=N_FRAMES, frames_per_file=5)
 
 
 def overrides(exp, out: Path, *extra: str) -> list[str]:
-    return ["campaign=demo", f"campaign.raw_data={exp.raw_data}", f"reduction.poni={exp.poni}",
-            f"reduction.mask={exp.mask}", f"campaign.output={out}", "partition.frames_per_chunk=5",
-            "reduction.npt=200", *extra]
+    return campaign_overrides(exp, out, *extra, frames_per_chunk=5, npt=200)
 
 
 def checksums(root: Path) -> dict[str, str]:

@@ -6,31 +6,22 @@ import json
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 
 import hpc
 from hpc.cli import main
-from reduction.bliss_writer import write_demo_experiment
+
+from campaign_helpers import campaign_overrides, intensities, require_slurm_cluster, small_experiment
 
 
 @pytest.fixture()
 def experiment(tmp_path):
-    return write_demo_experiment(tmp_path / "data", n_datasets=2, n_scans=2, n_frames=12,
-                                 detector="Pilatus100k", frames_per_file=4)
+    return small_experiment(tmp_path)
 
 
 def overrides(exp, out: Path, *extra: str) -> list[str]:
-    return ["campaign=demo", f"campaign.raw_data={exp.raw_data}", f"reduction.poni={exp.poni}",
-            f"reduction.mask={exp.mask}", f"campaign.output={out}", "partition.frames_per_chunk=4",
-            "reduction.npt=100", *extra]
-
-
-def intensities(out: Path) -> dict[str, np.ndarray]:
-    (master,) = out.glob("*.nxs")
-    with h5py.File(master, "r") as f:
-        return {name: f[name]["data"]["I"][()] for name in f}
+    return campaign_overrides(exp, out, *extra, frames_per_chunk=4)
 
 
 def test_local_cluster_matches_local_backend(experiment, tmp_path, capsys) -> None:
@@ -71,8 +62,9 @@ def test_slurm_cluster_survives_a_cancelled_worker_job(tmp_path, capsys) -> None
     import subprocess
     import sys
 
-    if subprocess.run(["sinfo", "-h"], capture_output=True).returncode != 0:
-        pytest.fail("the test Slurm cluster is not running: as root, `bash tests/cluster/start-slurm.sh`")
+    from reduction.bliss_writer import write_demo_experiment
+
+    require_slurm_cluster()
     exp = write_demo_experiment(tmp_path / "data", n_datasets=1, n_scans=2, n_frames=40, detector="Pilatus1M")
     out, ref = tmp_path / "dask", tmp_path / "local"
     args = overrides(exp, out, "backend=dask", "backend.cluster=slurm", "backend.interface=lo", "backend.jobs=2",

@@ -9,12 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import h5py
-import numpy as np
 import pytest
 
 from hpc.cli import main
-from reduction.bliss_writer import write_demo_experiment
+
+from campaign_helpers import campaign_overrides, intensities, small_experiment
 
 # run as root in CI; one engine thread everywhere so that MPI and local sum in the same order
 ENV = {**os.environ, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1", "XREDUCE_THREADS": "1",
@@ -30,14 +29,11 @@ def open_mpi() -> None:
 
 @pytest.fixture()
 def experiment(tmp_path):
-    return write_demo_experiment(tmp_path / "data", n_datasets=2, n_scans=2, n_frames=12,
-                                 detector="Pilatus100k", frames_per_file=4)
+    return small_experiment(tmp_path)
 
 
 def overrides(exp, out: Path, *extra: str) -> list[str]:
-    return ["campaign=demo", f"campaign.raw_data={exp.raw_data}", f"reduction.poni={exp.poni}",
-            f"reduction.mask={exp.mask}", f"campaign.output={out}", "partition.frames_per_chunk=3",
-            "reduction.npt=100", *extra]
+    return campaign_overrides(exp, out, *extra, frames_per_chunk=3)
 
 
 def mpirun(args: list[str], n: int = 3) -> subprocess.CompletedProcess:
@@ -48,12 +44,6 @@ def mpirun(args: list[str], n: int = 3) -> subprocess.CompletedProcess:
 def local(args: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "hpc.cli", *args], capture_output=True, text=True, env=ENV,
                           timeout=300)
-
-
-def intensities(out: Path) -> dict[str, np.ndarray]:
-    (master,) = out.glob("*.nxs")
-    with h5py.File(master, "r") as f:
-        return {name: f[name]["data"]["I"][()] for name in f}
 
 
 def test_mpi_ranks_give_the_same_bytes_as_local(experiment, tmp_path) -> None:

@@ -4,72 +4,34 @@ sacct and scancel, real array tasks running the real worker on generated BLISS d
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 
 from hpc.cli import main
-from reduction.bliss_writer import write_demo_experiment
+
+from campaign_helpers import (campaign_overrides, intensities, job_state, require_slurm_cluster, small_experiment,
+                              submission, wait_for)
 
 N_FRAMES = 12
 
 
 @pytest.fixture(scope="module", autouse=True)
 def slurm_cluster() -> None:
-    """The test cluster must be up: these tests are the real thing, never skipped."""
-    if shutil.which("sbatch") is None:
-        pytest.fail("Slurm is not installed: run `make test` (installs and starts it) or, as root, "
-                    "`bash tests/services/install-system-packages.sh test && bash tests/cluster/start-slurm.sh`")
-    done = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
-    if done.returncode != 0 or not done.stdout.strip():
-        pytest.fail(f"the test Slurm cluster is not running ({done.stderr.strip()}): as root, run "
-                    "`bash tests/cluster/start-slurm.sh`")
+    require_slurm_cluster()
 
 
 @pytest.fixture()
 def experiment(tmp_path):
-    return write_demo_experiment(tmp_path / "data", n_datasets=2, n_scans=2, n_frames=N_FRAMES,
-                                 detector="Pilatus100k", frames_per_file=4)
+    return small_experiment(tmp_path, n_frames=N_FRAMES)
 
 
 def overrides(exp, out: Path, *extra: str) -> list[str]:
-    return ["campaign=demo", f"campaign.raw_data={exp.raw_data}", f"reduction.poni={exp.poni}",
-            f"reduction.mask={exp.mask}", f"campaign.output={out}", "partition.frames_per_chunk=2",
-            "reduction.npt=100", *extra]
-
-
-def submission(out: Path) -> dict:
-    files = sorted((out / "slurm").glob("*/submission.json"))
-    return json.loads(files[-1].read_text())
-
-
-def job_state(job: str) -> str:
-    done = subprocess.run(["sacct", "-n", "-P", "-X", "-j", job, "-o", "State"], capture_output=True, text=True)
-    return done.stdout.split("\n")[0].split(" ")[0].strip()
-
-
-def wait_for(job: str, timeout: float = 180) -> str:
-    """Poll until the job has ended in sacct (which lags squeue by a few seconds)."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        state = job_state(job)
-        if state and state not in ("PENDING", "RUNNING", "REQUEUED", "COMPLETING"):
-            return state
-        time.sleep(1)
-    raise AssertionError(f"job {job} did not end within {timeout} s (state {job_state(job)!r})")
-
-
-def intensities(out: Path) -> dict[str, np.ndarray]:
-    (master,) = out.glob("*.nxs")
-    with h5py.File(master, "r") as f:
-        return {name: f[name]["data"]["I"][()] for name in f}
+    return campaign_overrides(exp, out, *extra, frames_per_chunk=2)
 
 
 def test_array_with_throttle_packing_and_split_matches_local(experiment, tmp_path, capsys) -> None:

@@ -158,13 +158,12 @@ def check_case(case: Case, engine: str = "numpy") -> None:
         skip = None
         if garbage_bins:
             # pyFAI's 2-D full-splitting engine starts from an uninitialised buffer (numpy.empty):
-            # the first pixel it splits gets garbage weights (0/1 instead of its fractions). Allow
-            # that single pixel's worth of difference (moved: at most 2 in total) in the few bins it
-            # touches, and leave those bins out.
+            # the first pixel it splits gets garbage weights -- usually 0/1 instead of its fractions,
+            # but whatever the memory held (seen: 1.016 in two bins), so the size of the difference is
+            # not ours to bound. Allow it in the few bins one pixel touches, and leave those out.
             diff = np.abs(res.count[b] - count)
             skip = diff > TOLERANCE["full"] * np.abs(count)
-            assert skip.sum() <= 4 and diff[skip].sum() <= 2.0 + 1e-6, \
-                f"count differs beyond pyFAI's first-pixel glitch: {case}"
+            assert skip.sum() <= 4, f"count differs in {skip.sum()} bins, beyond pyFAI's first-pixel glitch: {case}"
         _compare(res.count[b], count, count, rtol, f"count, frame {b}, {case}", skip)
         _compare(res.intensity[b], ref.intensity, count, rtol, f"intensity, frame {b}, {case}", skip)
         _compare(res.sigma[b], ref.sigma, count, rtol, f"sigma, frame {b}, {case}", skip)
