@@ -60,7 +60,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["EngineOutput", "NumpyEngine", "canonical_matrix", "default_threads"]
+__all__ = ["EngineOutput", "NumpyEngine", "canonical_matrix", "default_threads", "frame_block"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,6 +215,21 @@ class _Workspace:
         elif zero:
             arr.fill(0)
         return arr
+
+
+def frame_block(frames: Any, npix: int) -> np.ndarray:
+    """Frames as an engine takes them: (B, npix) of integers or floats, one frame or a stack of
+    images accepted; a wrong shape or type is an error naming what was expected."""
+    frames = np.asarray(frames)
+    if frames.ndim == 1:
+        frames = frames[np.newaxis]
+    elif frames.ndim > 2:
+        frames = frames.reshape(frames.shape[0], -1)
+    if frames.ndim != 2 or frames.shape[1] != npix:
+        raise ValueError(f"frames must have shape (B, {npix}) to match the matrix, got {np.shape(frames)}")
+    if frames.dtype.kind not in "uif" or frames.dtype.itemsize > 8:
+        raise TypeError(f"unsupported frame dtype {frames.dtype}; expected integers or floats")
+    return frames
 
 
 def canonical_matrix(matrix: Any) -> sp.csc_array:
@@ -476,15 +491,7 @@ class NumpyEngine:
     # ------------------------------------------------------------------ public API
     def reduce(self, frames: np.ndarray, *, variance: bool = True) -> EngineOutput:
         """Signal (and variance) of every frame and bin, and the invalid entries met."""
-        frames = np.asarray(frames)
-        if frames.ndim == 1:
-            frames = frames[np.newaxis]
-        elif frames.ndim > 2:
-            frames = frames.reshape(frames.shape[0], -1)
-        if frames.ndim != 2 or frames.shape[1] != self.npix:
-            raise ValueError(f"frames must have shape (B, {self.npix}) to match the matrix, got {np.shape(frames)}")
-        if frames.dtype.kind not in "uif" or frames.dtype.itemsize > 8:
-            raise TypeError(f"unsupported frame dtype {frames.dtype}; expected integers or floats")
+        frames = frame_block(frames, self.npix)
         nframes = frames.shape[0]
         signal = np.empty((nframes, self.nbins), np.float64)
         var_out = np.empty((nframes, self.nbins), np.float64) if variance else None

@@ -60,7 +60,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .device import DeviceInfo, EngineUnavailable, open_device
-from .numpy_engine import EngineOutput, canonical_matrix, default_threads
+from .numpy_engine import EngineOutput, canonical_matrix, default_threads, frame_block
 
 __all__ = ["OpenCLEngine", "EngineUnavailable", "build_layout"]
 
@@ -524,15 +524,7 @@ class OpenCLEngine:
         Raises :class:`EngineUnavailable` when the device fails (out of memory even for one
         frame per launch, a lost device): the caller may redo the block with the numpy engine.
         """
-        frames = np.asarray(frames)
-        if frames.ndim == 1:
-            frames = frames[np.newaxis]
-        elif frames.ndim > 2:
-            frames = frames.reshape(frames.shape[0], -1)
-        if frames.ndim != 2 or frames.shape[1] != self.npix:
-            raise ValueError(f"frames must have shape (B, {self.npix}) to match the matrix, got {np.shape(frames)}")
-        if frames.dtype.kind not in "uif" or frames.dtype.itemsize > 8:
-            raise TypeError(f"unsupported frame dtype {frames.dtype}; expected integers or floats")
+        frames = frame_block(frames, self.npix)
         frames = _host_frames(frames)
         nframes = frames.shape[0]
         signal = np.empty((nframes, self.nbins), np.float64)
