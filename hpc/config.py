@@ -188,6 +188,8 @@ class DaskBackendConfig(BackendConfig):
     interface: str | None = None            # network interface of the workers (e.g. ib0; lo for one node)
     job_extra_directives: list[str] = field(default_factory=list)   # e.g. ["--gres=gpu:1"]
     setup: list[str] = field(default_factory=list)   # shell lines before the worker starts
+    container: str | None = None            # cluster=slurm: Apptainer image the worker jobs run in (as backend=slurm)
+    binds: list[str] | None = None          # host paths bound into it (as backend=slurm)
     local_directory: str | None = None
     log_directory: str | None = None
     jobs: int = 0                           # cluster=slurm: a fixed number of jobs; 0: adapt between

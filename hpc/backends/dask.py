@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..container import container_for
 from ..errors import BackendError
 from ..plan import Plan
 from ..state import ChunkPaths, record_failure
@@ -52,13 +53,18 @@ class DaskBackend:
             return max(1, int(cfg.cores) // max(1, int(cfg.processes)))
         return max(1, (os.cpu_count() or 1) // max(1, int(cfg.workers)))
 
-    def _slurm_cluster(self) -> Any:
+    def _slurm_cluster(self, plan_config: Mapping[str, Any]) -> Any:
         try:
             from dask_jobqueue import SLURMCluster
         except ImportError:
             raise BackendError("backend.cluster=slurm needs dask-jobqueue: pip install 'xreduce[dask]'") from None
         cfg = self.cfg
-        cluster = SLURMCluster(cores=cfg.cores, memory=cfg.memory, processes=cfg.processes, walltime=cfg.walltime,
+        # in an image, the worker jobs start `apptainer exec ... IMAGE python3 -m distributed.cli.dask_worker`;
+        # the scheduler runs here, so submit from the same image (the module's wrapper does) to match versions
+        container = container_for(cfg, plan_config)
+        gpu = any("gpu" in directive for directive in cfg.job_extra_directives)
+        cluster = SLURMCluster(python=container.command("python3", gpu=gpu) if container else None,
+                               cores=cfg.cores, memory=cfg.memory, processes=cfg.processes, walltime=cfg.walltime,
                                queue=cfg.queue, account=cfg.account, interface=cfg.interface,
                                job_extra_directives=list(cfg.job_extra_directives),
                                job_script_prologue=list(cfg.setup), local_directory=cfg.local_directory,
@@ -71,7 +77,7 @@ class DaskBackend:
             cluster.adapt(minimum_jobs=cfg.minimum_jobs, maximum_jobs=cfg.maximum_jobs)
         return cluster
 
-    def _connect(self) -> tuple[Any, Any]:
+    def _connect(self, plan_config: Mapping[str, Any]) -> tuple[Any, Any]:
         """(client, cluster we own or None)."""
         distributed = _distributed()
         if self.client is not None:
@@ -84,7 +90,7 @@ class DaskBackend:
                 raise BackendError(f"cannot reach the Dask scheduler at backend.scheduler_address="
                                    f"{cfg.scheduler_address} within {cfg.connect_timeout} s: {exc}") from None
         if cfg.cluster == "slurm":
-            cluster = self._slurm_cluster()
+            cluster = self._slurm_cluster(plan_config)
         else:
             cluster = distributed.LocalCluster(n_workers=cfg.workers, threads_per_worker=cfg.threads_per_worker,
                                                processes=True, dashboard_address=":0")
@@ -94,7 +100,7 @@ class DaskBackend:
         distributed = _distributed()
         if logging.getLogger().getEffectiveLevel() >= logging.WARNING:  # keep Dask's chatter out of the bar
             logging.getLogger("distributed").setLevel(logging.WARNING)
-        client, cluster = self._connect()
+        client, cluster = self._connect(plan.config)
         try:
             if getattr(client, "dashboard_link", None):
                 log.warning("Dask dashboard: %s", client.dashboard_link)

@@ -178,3 +178,19 @@ def test_submitit_tasks_run_python_in_the_image(slurm_cluster, experiment, tmp_p
     assert calls and all(c[:5] == ["exec", "--bind", "/tmp", str(fake_image), "python3"] for c in calls)
     assert all(shlex.join(c[5:]).startswith("-u -m submitit.core._submit") for c in calls)
     _same_as_local(experiment, out, tmp_path)
+
+
+def test_dask_worker_jobs_run_in_the_image(slurm_cluster, experiment, tmp_path, fake_image, apptainer_stub,
+                                           monkeypatch) -> None:
+    """backend=dask backend.cluster=slurm: dask-jobqueue's worker jobs start the worker with the
+    image's python3; the scheduler (here) and the results are those of a plain run."""
+    monkeypatch.setenv("PATH", f"{apptainer_stub.bin}:{os.environ['PATH']}")
+    out = tmp_path / "out"
+    assert main(["run", *overrides(experiment, out, "backend=dask", "backend.cluster=slurm", "backend.interface=lo",
+                                   "backend.jobs=1", "backend.cores=1", "backend.memory=2GB",
+                                   f"backend.container={fake_image}", f"backend.log_directory={tmp_path / 'logs'}")]) == 0
+    calls = apptainer_stub.calls()
+    binds = ",".join([str(experiment.raw_data), str(out), str(Path(experiment.poni).parent)])
+    assert calls and all(c[:5] == ["exec", "--bind", binds, str(fake_image), "python3"] for c in calls), calls
+    assert all(c[5:7] == ["-m", "distributed.cli.dask_worker"] for c in calls), calls
+    _same_as_local(experiment, out, tmp_path)
