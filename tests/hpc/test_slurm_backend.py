@@ -115,6 +115,30 @@ def test_gpu_request_and_refusal_of_a_concurrent_submit(experiment, tmp_path, ca
     assert logs and all(re.search(r"CUDA_VISIBLE_DEVICES=[01]\b", log.read_text()) for log in logs)
 
 
+def test_a_task_past_its_time_limit_is_reported_as_timeout_then_resubmitted(experiment, tmp_path, capsys) -> None:
+    """Slurm kills a task at its time limit without a word from xreduce: status learns it from
+    sacct (TIMEOUT, with the log to read), and the next submit redoes exactly those chunks."""
+    out = tmp_path / "out"
+    assert main(["submit", *overrides(experiment, out, "backend=slurm", "backend.time=00:01:00",
+                                      "backend.chunks_per_task=24", "backend.setup=['sleep 600']")]) == 0
+    sub = submission(out)
+    assert wait_for(sub["array_jobs"][0], timeout=240) == "TIMEOUT"
+    capsys.readouterr()
+    assert main(["cancel", *overrides(experiment, out, "backend=slurm")]) == 0  # the merge job sleeps too
+    assert wait_for(sub["merge_job"]) == "CANCELLED"
+    capsys.readouterr()
+    assert main(["status", str(out), "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["counts"]["failed"] == 24
+    job = f"{sub['array_jobs'][0]}_0"
+    assert all(c["reason"].startswith(f"Slurm: TIMEOUT (job {job}; log ") for c in report["chunks"])
+    assert main(["submit", *overrides(experiment, out, "backend=slurm", "backend.time=00:05:00")]) == 0
+    assert "0 already done, 24 to submit" in capsys.readouterr().out
+    assert wait_for(submission(out)["merge_job"]) == "COMPLETED"
+    assert main(["status", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["counts"]["done"] == 24
+
+
 def test_cancel(experiment, tmp_path, capsys) -> None:
     out = tmp_path / "out"
     assert main(["submit", *overrides(experiment, out, "backend=slurm", "backend.setup=['sleep 300']")]) == 0
