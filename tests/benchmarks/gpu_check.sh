@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# gpu_check.sh - the OpenCL engine on an NVIDIA GPU node: its tests, then the benchmark.
+#
+#   bash tests/benchmarks/gpu_check.sh wheels   # on a machine with PyPI: fetch what a bare GPU node lacks
+#                                               # into .whl/ (x86-64, CPython 3.12; git-ignored, < 64 MiB)
+#   bash tests/benchmarks/gpu_check.sh run      # on the GPU node, from the checkout (with .whl/ beside it)
+#
+# `run` installs the wheels into /tmp/site (no index needed), makes the NVIDIA OpenCL driver visible
+# to pyopencl's ICD loader (OCL_ICD_FILENAMES, additive: never OCL_ICD_VENDORS, which hides the pip
+# PoCL), checks it with `xreduce selftest`-like device listing, runs the OpenCL engine tests on the
+# GPU (XREDUCE_TEST_DEVICE=gpu is not needed: "auto" takes a GPU first), then the benchmark for
+# Eiger4M and Pilatus1M with --device gpu. Logs go to $OUT (or ./gpu_check_out). About 3-5 minutes.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+WHEELS=(pyopencl pytools platformdirs siphash24 pyFAI fabio silx numexpr)  # no hdf5plugin: 45 MB, unused here
+
+fetch() {
+  grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >>.git/info/exclude
+  mkdir -p .whl
+  for name in "${WHEELS[@]}"; do
+    python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+      --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+      --platform manylinux2014_x86_64 -d .whl "$name"
+  done
+  du -sh .whl
+}
+
+run() {
+  local out=${OUT:-gpu_check_out}
+  mkdir -p "$out"
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+  if [ -z "${OCL_ICD_FILENAMES:-}" ] && [ ! -e /etc/OpenCL/vendors/nvidia.icd ]; then
+    lib=$(find /usr/local/nvidia /usr/lib /usr/lib64 -name 'libnvidia-opencl.so*' 2>/dev/null | head -n1 || true)
+    [ -n "$lib" ] && export OCL_ICD_FILENAMES=$lib
+  fi
+  nvidia-smi --query-gpu=name,pci.bus_id,memory.total --format=csv | tee "$out/nvidia-smi.txt"
+  python3 -c 'from reduction.engines.device import list_devices; [print(i) for i, _ in list_devices()]' \
+    | tee "$out/devices.txt"
+  python3 -m pytest -q -p no:cacheprovider tests/reduction/test_opencl_engine.py 2>&1 | tee "$out/tests.txt" || true
+  python3 tests/benchmarks/bench_integrate.py --device gpu 2>&1 | tee "$out/bench_eiger4m.txt"
+  python3 tests/benchmarks/bench_integrate.py --device gpu --detector Pilatus1M --frames 64 2>&1 \
+    | tee "$out/bench_pilatus1m.txt"
+}
+
+case "${1:-}" in
+  wheels) fetch ;;
+  run) run ;;
+  *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac
