@@ -7,9 +7,9 @@
 #
 # `run` installs the wheels into /tmp/site (no index needed), makes the NVIDIA OpenCL driver visible
 # to pyopencl's ICD loader (OCL_ICD_FILENAMES, additive: never OCL_ICD_VENDORS, which hides the pip
-# PoCL), checks it with `xreduce selftest`-like device listing, runs the OpenCL engine tests on the
-# GPU (XREDUCE_TEST_DEVICE=gpu is not needed: "auto" takes a GPU first), then the benchmark for
-# Eiger4M and Pilatus1M with --device gpu. Logs go to $OUT (or ./gpu_check_out). About 3-5 minutes.
+# PoCL), lists the OpenCL devices, runs the OpenCL engine tests (device "auto" takes the GPU first),
+# then the benchmark for Eiger4M and Pilatus1M with --device gpu. Logs go to $OUT (or
+# ./gpu_check_out). About 3-5 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
