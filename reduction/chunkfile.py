@@ -170,6 +170,13 @@ class ChunkWriter:
             raise OutputError(f"cannot rename {self.tmp} to {self.path}: {exc}") from exc
 
     # -- data ------------------------------------------------------------------------------
+    def note_engine(self, engine: str) -> None:
+        """Record what reduced the frames (``"opencl on 0:0 'NVIDIA H100 …'"``): provenance only,
+        known once frames went through the engine, and carried into the master's NXprocess."""
+        if self._file is None:
+            raise OutputError(f"chunk file {self.tmp} is not open")
+        self._file.attrs["engine"] = str(engine)
+
     def write(self, offset: int, result: IntegrationResult) -> None:
         """Write the frames of ``result`` (a stack) at frames ``offset ...`` of this chunk."""
         if self._file is None:

@@ -205,6 +205,7 @@ class _EntryPlan:
     good: list[_Good]
     missing: list[MissingChunk]
     ref: dict[str, Any] | None = None  # chunk metadata of the first usable chunk
+    engines: set[str] = field(default_factory=set)  # what reduced the usable chunks (provenance)
     axes: dict[str, np.ndarray] | None = None
 
 
@@ -273,6 +274,8 @@ def _inspect(spec: EntrySpec) -> _EntryPlan:
         if plan.ref is None:
             plan.ref, plan.axes = meta, axes
         plan.good.append(_Good(start, stop, Path(path), chunk_id or meta.get("chunk_id")))
+        if meta.get("engine"):
+            plan.engines.add(str(meta["engine"]))
     if covered < spec.nframes:
         plan.missing.append(MissingChunk(covered, spec.nframes, None, None, "no chunk covers these frames"))
     plan.missing.sort(key=lambda m: m.frame_start)
@@ -428,6 +431,8 @@ def _write_entry(f: h5py.File, plan: _EntryPlan, mode: str, master_dir: Path) ->
     inp["splitting"] = str(ref.get("splitting"))
     inp["error_model"] = str(ref.get("error_model"))
     inp["flat_applied"] = "true" if ref["normalization_applied"] else "false"
+    if plan.engines:  # chunks may have run on different nodes: every engine/device that contributed
+        inp["engine"] = "; ".join(sorted(plan.engines))
     inp["chunk_ids"] = _str_array([i for i in (spec.chunk_ids or [g.chunk_id or "" for g in plan.good]) if i])
 
     if ref.get("has_monitor"):

@@ -111,6 +111,7 @@ class AzintStep:
                     pending = reader.submit(bliss.read_frames, dataset, scan, chunk["detector"], *blocks[i + 1])
                 block_monitor = None if monitor is None else monitor[b0 - start:b1 - start]
                 writer.write(b0 - start, self._integrate(integrator, frames, block_monitor))
+            writer.note_engine(integrator.engine_description)
         return stop - start
 
     def _check_wavelength(self, chunk: Mapping[str, Any]) -> float | None:

@@ -78,6 +78,7 @@ def test_run_reduces_everything_like_the_integrator(experiment, tmp_path, capsys
         np.testing.assert_allclose(data["I"][()], expected.intensity, rtol=1e-6, equal_nan=True)
         np.testing.assert_allclose(data["I_errors"][()], expected.sigma, rtol=1e-6, equal_nan=True)
         np.testing.assert_allclose(data["radial_axis"][()], expected.radial, rtol=1e-12)
+        assert entry["reduction/input/engine"][()].decode().startswith("opencl on 0:"), "provenance: the engine"
 
     report = status_json(out, capsys)
     assert report["counts"] == {"done": 12, "failed": 0, "pending": 0, "queued": 0, "running": 0}
