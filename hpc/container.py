@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
+from .config_schema import _FILE_KEYS  # reduction keys naming input files: the jobs must see their folders
 from .errors import ConfigError
 
 __all__ = ["Container", "IMAGE_VARIABLES", "find_image", "parse_binds", "campaign_binds", "merge_binds",
@@ -25,8 +26,6 @@ __all__ = ["Container", "IMAGE_VARIABLES", "find_image", "parse_binds", "campaig
 
 #: Environment variables naming the image when backend.container is null, first set wins.
 IMAGE_VARIABLES = ("XREDUCE_IMAGE", "APPTAINER_CONTAINER", "SINGULARITY_CONTAINER")
-#: Reduction keys naming input files whose folders the jobs must see.
-_FILE_KEYS = ("poni", "mask", "dark", "flat")
 
 
 @dataclass(frozen=True)

@@ -110,7 +110,6 @@ class ChunkWriter:
     def __enter__(self) -> ChunkWriter:
         from . import __version__
 
-        meta = self.meta
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = h5py.File(self.tmp, "w")

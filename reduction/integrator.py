@@ -25,14 +25,13 @@ from .engines import NumpyEngine, OpenCLEngine
 from .errors import EngineUnavailable, IntegrationError
 from .geometry import Geometry
 from .result import IntegrationResult
-from .splitting import Bins, auto_range, build_matrix, pyfai_range
+from .splitting import SPLITTINGS, Bins, auto_range, build_matrix, pyfai_range
 from .units import radial_unit
 
 __all__ = ["Integrator"]
 
 log = logging.getLogger(__name__)
 
-SPLITTINGS = ("no", "bbox", "full")
 ERROR_MODELS = (None, "poisson")
 ENGINES = {"numpy": NumpyEngine, "opencl": OpenCLEngine}
 

@@ -1,0 +1,252 @@
+"""Config value checks: what a type annotation cannot say (ranges, choices, paths, Slurm times).
+
+:data:`_CHECKS` lists them as (key, check), one line each; a check runs when its key exists in the
+chosen schema, so one table serves every reduction kind and backend. A check raises
+:class:`hpc.errors.ConfigError` naming the key and the value, or returns the normalised value (paths
+made absolute) to store in its place. Paths are checked to exist only with ``check_paths`` (a plan
+read on a machine without the data skips it). :func:`_check_values` also fills in the default
+``campaign.output``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from .config_errors import _EXAMPLES, _did_you_mean
+from .config_schema import _FILE_KEYS, MERGE_MODES
+from .errors import ConfigError
+
+
+def _check_missing(cfg: DictConfig) -> None:
+    missing = [f"{group}.{key}" for group in cfg for key in cfg[group]
+               if OmegaConf.is_missing(cfg[group], key)]
+    if missing:
+        key = missing[0]
+        others = f" (also not set: {', '.join(missing[1:])})" if len(missing) > 1 else ""
+        raise ConfigError(f"{key} is mandatory and not set{others}: set it in your campaign file or on the "
+                          f"command line, e.g. {_EXAMPLES.get(key, key + '=<value>')}")
+
+
+def _check_values(cfg: DictConfig, check_paths: bool) -> None:
+    """Apply each check of :data:`_CHECKS` whose key is present, storing its normalised value."""
+    for dotted, check in _CHECKS:
+        group, key = dotted.split(".")
+        if key in cfg[group]:
+            value = check(dotted, cfg[group][key], check_paths)
+            if value is not _UNCHANGED:
+                cfg[group][key] = value
+    if cfg.campaign.output is None:
+        cfg.campaign.output = str(_default_output(Path(cfg.campaign.raw_data), cfg.campaign.name))
+
+
+_UNCHANGED = object()
+_Check = Callable[[str, Any, bool], Any]
+
+
+def _positive(key: str, value: int, check_paths: bool) -> Any:
+    if value <= 0:
+        raise ConfigError(f"{key}={value} must be a positive integer (> 0)")
+    return _UNCHANGED
+
+
+def _choice(allowed: Callable[[], tuple[Any, ...]]) -> _Check:
+    def check(key: str, value: Any, check_paths: bool) -> Any:
+        options = allowed()
+        if value not in options:
+            shown = ", ".join("null" if o is None else str(o) for o in options)
+            raise ConfigError(f"{key}={value!r} is not allowed{_did_you_mean(str(value), options)}; "
+                              f"allowed: {shown}")
+        return _UNCHANGED
+    return check
+
+
+def _units() -> tuple[str, ...]:
+    from reduction.units import RADIAL_UNITS
+    return tuple(RADIAL_UNITS)
+
+
+def _splittings() -> tuple[str, ...]:
+    from reduction.integrator import SPLITTINGS
+    return tuple(SPLITTINGS)
+
+
+def _error_models() -> tuple[str | None, ...]:
+    from reduction.integrator import ERROR_MODELS
+    return tuple(ERROR_MODELS)
+
+
+def _engines() -> tuple[str, ...]:
+    from reduction.integrator import ENGINES
+    return ("auto", *ENGINES)
+
+
+def _device(key: str, value: Any, check_paths: bool) -> Any:
+    if not re.fullmatch(r"auto|cpu|gpu|\d+:\d+", str(value)):
+        raise ConfigError(f"{key}={value!r} must be auto, cpu, gpu or 'platform:device' indices such as '0:1' "
+                          "(see `xreduce selftest` for the devices found here)")
+    return _UNCHANGED
+
+
+def _pair(key: str, value: Any, check_paths: bool) -> Any:
+    if value is None:
+        return _UNCHANGED
+    if len(value) != 2 or not value[0] < value[1] or not all(map(_finite, value)):
+        raise ConfigError(f"{key}={list(value)} must be a pair [min, max] of finite numbers with min < max")
+    return _UNCHANGED
+
+
+def _finite(x: float) -> bool:
+    return x - x == 0
+
+
+def _polarization(key: str, value: float | None, check_paths: bool) -> Any:
+    if value is not None and not -1.0 <= value <= 1.0:
+        raise ConfigError(f"{key}={value} must be between -1 and 1 (or null for no polarisation correction)")
+    return _UNCHANGED
+
+
+def _name(key: str, value: str, check_paths: bool) -> Any:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", value):
+        raise ConfigError(f"{key}={value!r} must be a file-name-safe label (letters, digits, '.', '_', '+', '-'; "
+                          f"no '/' or spaces): it names the output folder")
+    return _UNCHANGED
+
+
+def _text(key: str, value: str | None, check_paths: bool) -> Any:
+    if value is not None and not value.strip():
+        raise ConfigError(f"{key} is empty: give a name under /<scan>/measurement/ (or null where allowed)")
+    return _UNCHANGED
+
+
+def _globs(key: str, value: list[str] | None, check_paths: bool) -> Any:
+    if value is None:
+        return _UNCHANGED
+    if not value:
+        raise ConfigError(f"{key} is empty: give globs relative to campaign.raw_data, e.g. ['sample*/*/*.h5'], "
+                          f"or null for every dataset master file")
+    for pattern in value:
+        if not isinstance(pattern, str) or not pattern or os.path.isabs(pattern) or ".." in Path(pattern).parts:
+            raise ConfigError(f"{key}: {pattern!r} must be a glob relative to campaign.raw_data, "
+                              f"e.g. 'sample*/**/*.h5'")
+    return _UNCHANGED
+
+
+def _scans(key: str, value: str, check_paths: bool) -> Any:
+    """The syntax the planner reads (one grammar: :func:`reduction.bliss.parse_scan_selection`)."""
+    from reduction.bliss import ScanSelectionError, parse_scan_selection
+    try:
+        parse_scan_selection(value)
+    except ScanSelectionError as err:
+        raise ConfigError(f"{key}: {err}") from None
+    return _UNCHANGED
+
+
+def _absolute(path: str) -> Path:
+    return Path(os.path.normpath(Path(path).expanduser().absolute()))
+
+
+def _directory(key: str, value: str, check_paths: bool) -> Any:
+    path = _absolute(value)
+    if check_paths and not path.is_dir():
+        raise ConfigError(f"{key}={value}: no such directory ({path}; relative paths are taken from the "
+                          f"current directory {Path.cwd()})")
+    return str(path)
+
+
+def _file(key: str, value: str | None, check_paths: bool) -> Any:
+    """An existing file, optionally followed by ``::/dataset`` inside it (HDF5)."""
+    if value is None:
+        return _UNCHANGED
+    file, sep, inner = value.partition("::")
+    path = _absolute(file)
+    if check_paths and not path.is_file():
+        raise ConfigError(f"{key}={value}: no such file ({path}; relative paths are taken from the "
+                          f"current directory {Path.cwd()})")
+    return f"{path}{sep}{inner}"
+
+
+def _output(key: str, value: str | None, check_paths: bool) -> Any:
+    if value is None:
+        return _UNCHANGED
+    path = _absolute(value)
+    if check_paths and path.exists() and not path.is_dir():
+        raise ConfigError(f"{key}={value}: exists and is not a directory")
+    return str(path)
+
+
+def _default_output(raw_data: Path, name: str) -> Path:
+    """``<PROCESSED_DATA beside RAW_DATA>/xreduce/<name>``, else ``<raw_data>/../xreduce_output/<name>``."""
+    parts = raw_data.parts
+    if "RAW_DATA" in parts:
+        index = len(parts) - 1 - parts[::-1].index("RAW_DATA")
+        return Path(*parts[:index], "PROCESSED_DATA", "xreduce", name)
+    return raw_data.parent / "xreduce_output" / name
+
+
+_SLURM_TIME = re.compile(r"^(\d+|\d+:\d{1,2}|\d+:\d{1,2}:\d{1,2}|\d+-\d+|\d+-\d+:\d{1,2}|\d+-\d+:\d{1,2}:\d{1,2})$")
+
+
+def _slurm_time(key: str, value: str, check_paths: bool) -> Any:
+    """Slurm's --time formats: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S."""
+    if not _SLURM_TIME.match(str(value)):
+        raise ConfigError(f"{key}={value!r} is not a Slurm time: use minutes, HH:MM:SS or D-HH:MM:SS "
+                          f"(e.g. {key}=01:30:00)")
+    return _UNCHANGED
+
+
+def _optional_positive(key: str, value: int | None, check_paths: bool) -> Any:
+    return _UNCHANGED if value is None else _positive(key, value, check_paths)
+
+
+def _not_negative(key: str, value: int, check_paths: bool) -> Any:
+    if value < 0:
+        raise ConfigError(f"{key}={value} must be 0 or more")
+    return _UNCHANGED
+
+
+#: (key, check) in order; a check runs when its key exists in the chosen schema.
+_CHECKS: list[tuple[str, _Check]] = [
+    ("campaign.name", _name),
+    ("campaign.raw_data", _directory),
+    ("campaign.datasets", _globs),
+    ("campaign.scans", _scans),
+    ("campaign.detector", _text),
+    ("campaign.monitor", _text),
+    ("campaign.output", _output),
+    ("reduction.engine", _choice(_engines)),
+    ("reduction.device", _device),
+    *((f"reduction.{key}", _file) for key in _FILE_KEYS),
+    ("reduction.unit", _choice(_units)),
+    ("reduction.npt", _positive),
+    ("reduction.npt_rad", _positive),
+    ("reduction.npt_azim", _positive),
+    ("reduction.radial_range", _pair),
+    ("reduction.azimuth_range", _pair),
+    ("reduction.splitting", _choice(_splittings)),
+    ("reduction.polarization_factor", _polarization),
+    ("reduction.error_model", _choice(_error_models)),
+    ("backend.workers", _positive),
+    ("backend.time", _slurm_time),
+    ("backend.mode", _choice(lambda: ("array", "mpi"))),
+    ("backend.ntasks", _positive),
+    ("backend.walltime", _slurm_time),
+    ("backend.cluster", _choice(lambda: ("local", "slurm"))),
+    ("backend.threads_per_worker", _positive),
+    ("backend.connect_timeout", _positive),
+    ("backend.cores", _positive),
+    ("backend.processes", _positive),
+    ("backend.merge_time", _slurm_time),
+    ("backend.cpus_per_task", _positive),
+    ("backend.chunks_per_task", _positive),
+    ("backend.array_parallelism", _optional_positive),
+    ("backend.max_array_size", _optional_positive),
+    ("backend.gpus_per_task", _not_negative),
+    ("partition.frames_per_chunk", _positive),
+    ("merge.mode", _choice(lambda: MERGE_MODES)),
+]

@@ -1,0 +1,225 @@
+"""The campaign configuration's schemas: one Hydra structured-config dataclass per config group.
+
+Every key a YAML file or an override may set is a typed field here, so an unknown key or a value of
+the wrong type fails before anything runs. ``reduction`` and ``backend`` have one schema per kind
+(:data:`REDUCTION_SCHEMAS`, :data:`BACKEND_SCHEMAS`), each extending a base dataclass holding the keys
+they share. The schemas are registered in Hydra's ConfigStore as ``schema/xreduce``,
+``schema/reduction/<kind>`` and ``schema/backend/<name>`` on import; the shipped YAML files extend
+them in their ``defaults`` lists. :mod:`hpc.config` re-exports every name here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+__all__ = ["Config", "CampaignConfig", "ReductionConfig", "AzintConfig", "Azint1dConfig", "Azint2dConfig",
+           "BackendConfig", "LocalBackendConfig", "SlurmBackendConfig", "SubmititBackendConfig",
+           "DaskBackendConfig", "MPIBackendConfig", "PartitionConfig", "MergeConfig", "REDUCTION_SCHEMAS",
+           "BACKEND_SCHEMAS", "MERGE_MODES"]
+
+
+@dataclass
+class CampaignConfig:
+    """``campaign``: which raw data to reduce and where the results go."""
+
+    name: str = MISSING                     # a file-name-safe label, used in output paths
+    raw_data: str = MISSING                 # a RAW_DATA folder, or any folder of BLISS dataset master files
+    datasets: list[str] | None = None    # globs relative to raw_data; null: every dataset master file
+    scans: str = "all"                      # "all" or scans: "1-20,25", "40-", "3.2" (reduction.bliss syntax)
+    detector: str = MISSING                 # dataset name under /<scan>/measurement/
+    monitor: str | None = None           # counter under measurement/ dividing each frame, or null
+    output: str | None = None            # null: PROCESSED_DATA/xreduce/<name> beside RAW_DATA
+
+
+@dataclass
+class ReductionConfig:
+    """``reduction``: keys every reduction kind has. Each kind extends it (one schema per kind)."""
+
+    kind: str = MISSING
+    step: str = "reduction.step.AzintStep"   # the step class ("module.Class") that runs this kind
+    engine: str = "auto"                    # auto | numpy | opencl
+    device: str = "auto"                    # OpenCL device: auto | cpu | gpu | "platform:device"
+
+
+@dataclass
+class AzintConfig(ReductionConfig):
+    """Azimuthal integration keys shared by ``azint1d`` and ``azint2d``."""
+
+    poni: str = MISSING                     # pyFAI PONI file
+    mask: str | None = None              # .npy, or "file.h5::/dataset"; nonzero = masked
+    dark: str | None = None
+    flat: str | None = None
+    unit: str = "q_nm^-1"
+    radial_range: list[float] | None = None      # [min, max] in `unit`
+    azimuth_range: list[float] | None = None     # [min, max] in degrees
+    splitting: str = "bbox"
+    polarization_factor: float | None = None     # in [-1, 1]; null: no polarisation correction
+    solid_angle: bool = True
+    error_model: str | None = "poisson"          # or null: no variance propagated
+
+
+@dataclass
+class Azint1dConfig(AzintConfig):
+    """``reduction=azint1d``: one pattern I(radial) per frame."""
+
+    kind: str = "azint1d"
+    npt: int = 1000
+
+
+@dataclass
+class Azint2dConfig(AzintConfig):
+    """``reduction=azint2d``: one cake I(χ, radial) per frame."""
+
+    kind: str = "azint2d"
+    unit: str = "2th_deg"
+    npt_rad: int = 500
+    npt_azim: int = 360
+
+
+@dataclass
+class BackendConfig:
+    """``backend``: keys every backend has. Each backend extends it (one schema per backend)."""
+
+    name: str = MISSING
+
+
+@dataclass
+class LocalBackendConfig(BackendConfig):
+    """``backend=local``: chunks run in worker processes on this machine."""
+
+    name: str = "local"
+    workers: int = 1
+
+
+@dataclass
+class SlurmBackendConfig(BackendConfig):
+    """``backend=slurm``: one job array for the chunks and a dependent merge job (sbatch)."""
+
+    name: str = "slurm"
+    partition: str | None = None            # --partition; null: the cluster's default
+    account: str | None = None              # --account
+    qos: str | None = None                  # --qos
+    time: str = "01:00:00"                  # --time of each array task (walltime)
+    cpus_per_task: int = 2                  # --cpus-per-task (engine threads)
+    mem: str | None = None                  # --mem, e.g. 16G
+    gpus_per_task: int = 0                  # --gres=gpu:N
+    array_parallelism: int | None = None    # --array=...%N: at most N tasks at once
+    chunks_per_task: int = 1                # chunks packed into one array task
+    max_array_size: int | None = None       # null: MaxArraySize from `scontrol show config`
+    extra_directives: list[str] = field(default_factory=list)   # more "#SBATCH ..." options, e.g. ["--exclusive"]
+    setup: list[str] = field(default_factory=list)   # shell lines before xreduce, e.g. ["module load xreduce"]
+    container: str | None = None            # Apptainer image: jobs run `apptainer exec [--nv] --bind ... IMAGE xreduce`;
+                                            #   null: $XREDUCE_IMAGE (the xreduce module) if set (hpc.container)
+    binds: list[str] | None = None          # host paths bound into the image; null: raw data, output, input-file folders
+                                            #   (either way plus $XREDUCE_BINDS)
+    merge_time: str = "00:30:00"            # --time of the merge job
+    mode: str = "array"                     # array: a job array + merge job | mpi: one job of `ntasks` MPI ranks
+    ntasks: int = 4                         # mode=mpi: MPI ranks (rank 0 hands out chunks and merges)
+    mpi_launcher: str = "srun --mpi=pmix"   # mode=mpi: how ranks start (site-dependent; or "mpirun")
+
+
+@dataclass
+class SubmititBackendConfig(BackendConfig):
+    """``backend=submitit``: one Slurm job array through submitit, waited for with a progress bar."""
+
+    name: str = "submitit"
+    partition: str | None = None            # slurm_partition; null: the cluster's default
+    time: str = "01:00:00"                  # walltime of each task (timeout_min); a timed-out task requeues
+    cpus_per_task: int = 2
+    mem_gb: float | None = None
+    gpus_per_task: int = 0                  # gpus_per_node (one task per node)
+    array_parallelism: int = 256            # slurm_array_parallelism
+    chunks_per_task: int = 1
+    folder: str | None = None               # submitit's job folder; null: <output>/submitit/<time stamp>
+    extra: dict[str, str] = field(default_factory=dict)   # slurm_additional_parameters, e.g. {account: ab12}
+    container: str | None = None            # Apptainer image the tasks' Python runs in (as backend=slurm)
+    binds: list[str] | None = None          # host paths bound into it (as backend=slurm)
+
+
+@dataclass
+class DaskBackendConfig(BackendConfig):
+    """``backend=dask``: Dask workers on a LocalCluster, a dask-jobqueue SLURMCluster or a running scheduler."""
+
+    name: str = "dask"
+    cluster: str = "local"                  # local | slurm
+    scheduler_address: str | None = None    # use a running scheduler (tcp://host:8786) instead
+    connect_timeout: int = 30               # seconds to reach scheduler_address
+    retries: int = 2                        # a chunk whose worker died is retried on another worker
+    workers: int = 2                        # cluster=local: worker processes
+    threads_per_worker: int = 1             # cluster=local: Dask threads per worker
+    cores: int = 2                          # cluster=slurm: cores per job
+    memory: str = "8GB"                     # cluster=slurm: memory per job
+    processes: int = 1                      # cluster=slurm: worker processes per job
+    walltime: str = "01:00:00"              # cluster=slurm
+    lifetime: str = "55m"                   # cluster=slurm: workers leave before the walltime (and are replaced)
+    queue: str | None = None                # cluster=slurm: partition
+    account: str | None = None
+    interface: str | None = None            # network interface of the workers (e.g. ib0; lo for one node)
+    job_extra_directives: list[str] = field(default_factory=list)   # e.g. ["--gres=gpu:1"]
+    setup: list[str] = field(default_factory=list)   # shell lines before the worker starts
+    container: str | None = None            # cluster=slurm: Apptainer image the worker jobs run in (as backend=slurm)
+    binds: list[str] | None = None          # host paths bound into it (as backend=slurm)
+    local_directory: str | None = None
+    log_directory: str | None = None
+    jobs: int = 0                           # cluster=slurm: a fixed number of jobs; 0: adapt between
+    minimum_jobs: int = 1                   #   minimum_jobs and maximum_jobs
+    maximum_jobs: int = 4
+
+
+@dataclass
+class MPIBackendConfig(BackendConfig):
+    """``backend=mpi``: under ``mpirun -n N`` / ``srun -n N``, rank 0 plans, hands out chunks and merges."""
+
+    name: str = "mpi"
+
+
+@dataclass
+class PartitionConfig:
+    """``partition``: how scans are cut into chunks."""
+
+    frames_per_chunk: int = 500
+
+
+@dataclass
+class MergeConfig:
+    """``merge``: how chunk files become one master file per experiment."""
+
+    mode: str = "vds"                       # vds: virtual datasets to the chunk files; copy: self-contained
+
+
+@dataclass
+class Config:
+    """The whole configuration: one node per config group."""
+
+    campaign: CampaignConfig = field(default_factory=CampaignConfig)
+    reduction: ReductionConfig = MISSING
+    backend: BackendConfig = MISSING
+    partition: PartitionConfig = field(default_factory=PartitionConfig)
+    merge: MergeConfig = field(default_factory=MergeConfig)
+
+
+#: reduction.kind → schema. A new kind is a new step class (``reduction.step``) plus one schema here.
+REDUCTION_SCHEMAS: dict[str, type[ReductionConfig]] = {"azint1d": Azint1dConfig, "azint2d": Azint2dConfig}
+#: backend.name → schema. A new backend adds its dataclass (extending BackendConfig) here.
+BACKEND_SCHEMAS: dict[str, type[BackendConfig]] = {"local": LocalBackendConfig, "slurm": SlurmBackendConfig,
+                                                   "submitit": SubmititBackendConfig, "mpi": MPIBackendConfig,
+                                                   "dask": DaskBackendConfig}
+MERGE_MODES = ("vds", "copy")
+#: Reduction keys naming a file: checked to exist, and its content (not path) enters the config hash.
+_FILE_KEYS = ("poni", "mask", "dark", "flat")
+
+
+def _register_schemas() -> None:
+    """Store the schemas as ``schema/...`` in Hydra's ConfigStore (the YAML files extend them)."""
+    store = ConfigStore.instance()
+    store.store(group="schema", name="xreduce", node=Config)
+    for kind, schema in REDUCTION_SCHEMAS.items():
+        store.store(group="schema/reduction", name=kind, node=schema)
+    for name, schema in BACKEND_SCHEMAS.items():
+        store.store(group="schema/backend", name=name, node=schema)
+
+
+_register_schemas()
