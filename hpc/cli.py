@@ -19,13 +19,14 @@ __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
-#: ``selftest --require`` choices (hpc.selftest.REQUIRABLE; not imported here: it loads numpy).
+#: ``selftest --require``: parts that are optional in general but must work for a given use.
 REQUIRABLE = ("opencl", "gpu", "mpi")
 _OVERRIDES_HELP = ("Hydra overrides: campaign=my_exp reduction=azint2d reduction.npt=2000 backend.workers=8 "
                    "(see docs/config.md)")
 
 
-def _version() -> str:
+def installed_version() -> str:
+    """xreduce's version: the installed distribution's, else the source tree's."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -42,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Reduce whole X-ray scattering experiments (BLISS HDF5 raw data → NeXus), from a "
                     "workstation to Slurm clusters. Exit codes: 0 all done, 1 some chunks failed, "
                     "2 bad config or usage.")
-    parser.add_argument("--version", action="version", version=f"xreduce {_version()}")
+    parser.add_argument("--version", action="version", version=f"xreduce {installed_version()}")
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="more logging (-vv: debug); show tracebacks of errors")
     # -v after the subcommand too; SUPPRESS keeps a -v given before it.

@@ -124,6 +124,8 @@ def run(cfg: Any, client: Any = None) -> int:
         start = time.perf_counter()
         with tqdm(total=total, unit="frame", desc="reducing", disable=None, file=sys.stderr,
                   dynamic_ncols=True) as bar:
+            engines: set[str] = set()
+
             def on_outcome(outcome: Outcome) -> None:
                 bar.update(new.chunks[index_of[outcome.chunk_id]].nframes)
                 if outcome.engine:
@@ -132,7 +134,6 @@ def run(cfg: Any, client: Any = None) -> int:
                     bar.write(f"chunk {outcome.chunk_id} failed: {outcome.message}")
 
             index_of = {new.chunks[i].id: i for i in todo}
-            engines: set[str] = set()
             backend.run(new, todo, on_outcome)
         seconds = time.perf_counter() - start
         used = f"; engine {', '.join(sorted(engines))}" if engines else ""

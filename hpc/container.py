@@ -21,7 +21,7 @@ from typing import Any
 from .config_schema import _FILE_KEYS  # reduction keys naming input files: the jobs must see their folders
 from .errors import ConfigError
 
-__all__ = ["Container", "IMAGE_VARIABLES", "find_image", "parse_binds", "campaign_binds", "merge_binds",
+__all__ = ["Container", "IMAGE_VARIABLES", "running_image", "find_image", "parse_binds", "campaign_binds", "merge_binds",
            "container_for"]
 
 #: Environment variables naming the image when backend.container is null, first set wins.
@@ -43,6 +43,12 @@ class Container:
         words = [self.apptainer, "exec", *(["--nv"] if gpu else []),
                  *(["--bind", ",".join(self.binds)] if self.binds else []), self.image, program]
         return shlex.join(words)
+
+
+def running_image(env: Mapping[str, str] | None = None) -> str | None:
+    """The Apptainer (or Singularity) image this process runs in, or None on a plain host."""
+    env = os.environ if env is None else env
+    return env.get("APPTAINER_CONTAINER") or env.get("SINGULARITY_CONTAINER") or None
 
 
 def find_image(container: str | None, env: Mapping[str, str]) -> tuple[str, str] | None:
@@ -116,7 +122,7 @@ def container_for(backend: Any, config: Mapping[str, Any], env: Mapping[str, str
     if found is None:
         return None
     image, source = found
-    _check_image(image, source, inside=any(env.get(name) for name in IMAGE_VARIABLES[1:]))
+    _check_image(image, source, inside=running_image(env) is not None)
     chosen = getattr(backend, "binds", None)
     binds = [_check_bind(str(b), "backend.binds") for b in chosen] if chosen is not None else campaign_binds(config)
     binds += parse_binds(env.get("XREDUCE_BINDS"))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -25,11 +24,12 @@ from typing import Any
 
 import numpy as np
 
+from .cli import REQUIRABLE, installed_version
+from .container import running_image
+
 __all__ = ["Check", "Report", "REQUIRABLE", "run_selftest", "format_report", "report_json"]
 
 OK, UNAVAILABLE, FAILED = "ok", "unavailable", "failed"
-#: What ``--require`` accepts: parts that are optional in general but must work for a given use.
-REQUIRABLE = ("opencl", "gpu", "mpi")
 #: Modules every installation needs (the core dependencies of pyproject.toml).
 CORE_MODULES = ("numpy", "scipy", "h5py", "hdf5plugin", "matplotlib", "hydra", "omegaconf", "tqdm")
 #: Distributions whose versions are reported (None: not installed).
@@ -76,18 +76,9 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def _xreduce_version() -> str:
-    found = _version("xreduce")
-    if found:
-        return found
-    from reduction import __version__  # a source tree without installation
-
-    return __version__
-
-
 def _image() -> str | None:
     """The Apptainer image this runs in (and its revision label), or None on a plain host."""
-    path = os.environ.get("APPTAINER_CONTAINER") or os.environ.get("SINGULARITY_CONTAINER")
+    path = running_image()
     if not path:
         return None
     labels = Path("/.singularity.d/labels.json")
@@ -240,7 +231,7 @@ def run_selftest(require: tuple[str, ...] | list[str] = (), device: str = "auto"
     start = time.perf_counter()
     import h5py
 
-    report = Report(xreduce=_xreduce_version(), python=platform.python_version(), executable=sys.executable,
+    report = Report(xreduce=installed_version(), python=platform.python_version(), executable=sys.executable,
                     image=_image(), packages={name: _version(name) for name in PACKAGES},
                     hdf5=h5py.version.hdf5_version, mpi_library=None, opencl_devices=[])
     report.checks.append(_imports())

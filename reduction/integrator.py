@@ -200,19 +200,16 @@ class Integrator:
 
     @property
     def engine_used(self) -> str:
-        """The engine integrations run on: "numpy" or "opencl" (``auto`` resolved)."""
-        if self.engine_name != "auto":
-            return self.engine_name
-        return "numpy" if self._opencl_failed or not self._prepared else next(
-            reversed(self._prepared.values())).engine.name
+        """The engine integrations run on: "numpy" or "opencl" ("auto" until the first one)."""
+        if self._prepared:
+            return next(reversed(self._prepared.values())).engine.name
+        return "numpy" if self._opencl_failed else self.engine_name
 
     @property
     def engine_description(self) -> str:
-        """``engine_used``, with the OpenCL device: for logs and run summaries."""
-        used = self.engine_used
-        if used == "opencl" and self._prepared:
-            return f"opencl on {next(reversed(self._prepared.values())).engine.device}"
-        return used
+        """``engine_used``, with the OpenCL device: for logs, run summaries and provenance."""
+        engine = next(reversed(self._prepared.values())).engine if self._prepared else None
+        return f"opencl on {engine.device}" if isinstance(engine, OpenCLEngine) else self.engine_used
 
     def _engine(self, matrix: scipy.sparse.csr_array) -> Any:
         """The engine asked for, or under ``auto`` OpenCL when it works here, else numpy."""

@@ -50,14 +50,10 @@ class AzintStep:
         self.mask = mask
         self.engine = self.cfg.get("engine") or "auto"
         self.device = self.cfg.get("device") or "auto"
+        self.engine_used = ""  # what reduced the last chunk ("numpy", "opencl on …"): the run summary's
         self._integrators: dict[float | None, Integrator] = {}
         self.integrator = self._integrator_for(self.geometry.wavelength)
         self.poni_text = Path(self.cfg["poni"]).read_text(encoding="utf-8", errors="replace")
-
-    @property
-    def engine_used(self) -> str:
-        """The engine of the integrations so far, for the run summary ("numpy", "opencl on …")."""
-        return self.integrator.engine_description
 
     def _integrator_for(self, wavelength: float | None) -> Integrator:
         """One integrator per wavelength (the PONI's, or a scan's when the PONI has none)."""
@@ -111,7 +107,8 @@ class AzintStep:
                     pending = reader.submit(bliss.read_frames, dataset, scan, chunk["detector"], *blocks[i + 1])
                 block_monitor = None if monitor is None else monitor[b0 - start:b1 - start]
                 writer.write(b0 - start, self._integrate(integrator, frames, block_monitor))
-            writer.note_engine(integrator.engine_description)
+            self.engine_used = integrator.engine_description
+            writer.note_engine(self.engine_used)
         return stop - start
 
     def _check_wavelength(self, chunk: Mapping[str, Any]) -> float | None:

@@ -18,7 +18,6 @@ OUT_OF_MEMORY, CANCELLED, NODE_FAIL).
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import shutil
@@ -30,7 +29,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from ..container import Container, container_for
+from ..container import Container, container_for, running_image
 from ..errors import BackendError
 from ..plan import Plan, write_plan
 
@@ -55,7 +54,7 @@ ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUE
 
 
 def _not_found(command: str) -> BackendError:
-    image = os.environ.get("APPTAINER_CONTAINER") or os.environ.get("SINGULARITY_CONTAINER")
+    image = running_image()
     if image:
         return BackendError(f"`{command}` not found inside the Apptainer image {image}: the host's Slurm client "
                             "is not visible here. Run xreduce through the xreduce module's wrapper, which binds "

@@ -60,7 +60,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["EngineOutput", "NumpyEngine", "canonical_matrix", "default_threads", "frame_block"]
+__all__ = ["EngineOutput", "NumpyEngine", "canonical_matrix", "default_threads", "frame_block", "invalid_mask"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,6 +230,17 @@ def frame_block(frames: Any, npix: int) -> np.ndarray:
     if frames.dtype.kind not in "uif" or frames.dtype.itemsize > 8:
         raise TypeError(f"unsupported frame dtype {frames.dtype}; expected integers or floats")
     return frames
+
+
+def invalid_mask(values: np.ndarray) -> np.ndarray:
+    """True where a value marks a pixel without data: NaN/inf for floats; for integers the dtype's
+    maximum (the detectors' gap value, e.g. 2**32-1) and, for signed types, negatives (-1)."""
+    if values.dtype.kind == "f":
+        return ~np.isfinite(values)
+    bad = values == np.iinfo(values.dtype).max
+    if values.dtype.kind == "i":
+        bad |= values < 0
+    return bad
 
 
 def canonical_matrix(matrix: Any) -> sp.csc_array:
@@ -698,14 +709,7 @@ class NumpyEngine:
     def _invalid_entries(self, src, a, invalid, frame=0):
         """(frames, local pixels) of the invalid entries of src = frames[:, a:b] in non-empty
         columns, recorded in ``invalid``; None if there are none."""
-        dt = src.dtype
-        if dt.kind == "f":
-            badmask = ~np.isfinite(src)
-        else:
-            badmask = src == np.iinfo(dt).max
-            if dt.kind == "i":
-                badmask |= src < 0
-        fr, loc = np.nonzero(badmask)
+        fr, loc = np.nonzero(invalid_mask(src))
         if fr.size:
             keep = self._nonempty[a + loc]
             fr, loc = fr[keep], loc[keep]

@@ -60,7 +60,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .device import DeviceInfo, EngineUnavailable, open_device
-from .numpy_engine import EngineOutput, canonical_matrix, default_threads, frame_block
+from .numpy_engine import EngineOutput, canonical_matrix, default_threads, frame_block, invalid_mask
 
 __all__ = ["OpenCLEngine", "EngineUnavailable", "build_layout"]
 
@@ -216,16 +216,6 @@ def _cache_dir() -> str:
     return str(default_cache_dir() / "opencl")
 
 
-def _invalid_mask(values: np.ndarray) -> np.ndarray:
-    """True where a value marks a pixel without data (the numpy engine's rule)."""
-    if values.dtype.kind == "f":
-        return ~np.isfinite(values)
-    bad = values == np.iinfo(values.dtype).max
-    if values.dtype.kind == "i":
-        bad |= values < 0
-    return bad
-
-
 def _host_frames(frames: np.ndarray) -> np.ndarray:
     """C-contiguous, native byte order, in a type the kernels read; float16 and 64-bit integers
     become float32/float64 (their invalid markers NaN), the only host-side conversions."""
@@ -234,7 +224,7 @@ def _host_frames(frames: np.ndarray) -> np.ndarray:
         if dt.kind == "f":  # float16: NaN/inf survive the cast
             return np.ascontiguousarray(frames, dtype=np.float32)
         out = frames.astype(np.float64)
-        out[_invalid_mask(frames)] = np.nan
+        out[invalid_mask(frames)] = np.nan
         return out
     return np.ascontiguousarray(frames, dtype=dt.newbyteorder("="))
 
@@ -468,7 +458,7 @@ class OpenCLEngine:
             except self._cl.Error as exc:
                 raise EngineUnavailable(f"OpenCL kernels fail to run on {self.device} for {dtype} frames "
                                         f"(self-test): {exc}") from None
-            bad = _invalid_mask(frames)
+            bad = invalid_mask(frames)
             x = np.where(bad, 0.0, frames.astype(np.float64))
             ref_s = (w @ x.T).T
             ref_v = (w.multiply(w) @ np.where(bad, 0.0, np.maximum(x, 1.0)).T).T
@@ -684,5 +674,5 @@ class OpenCLEngine:
         else:
             tile, b0, b1 = idx, f0, f0 + n
         pix = layout.pos_pix[layout.tile_pos[tile]:layout.tile_pos[tile + 1]]
-        fr, loc = np.nonzero(_invalid_mask(frames[b0:b1][:, pix]))
+        fr, loc = np.nonzero(invalid_mask(frames[b0:b1][:, pix]))
         return np.stack([fr.astype(np.int64) + b0, pix[loc].astype(np.int64)], axis=1)
