@@ -271,7 +271,7 @@ def _master_name(experiment: str) -> str:
 
 def merge_plan(current: Plan) -> int:
     """Build one master file per experiment from the chunk files (missing chunks listed, not zero-filled)."""
-    from reduction.nexus import EntrySpec, write_master, write_preview
+    from reduction.azint.nexus import EntrySpec, write_master, write_preview
 
     output = Path(current.output)
     mode = current.config.get("merge", {}).get("mode", "vds")
@@ -344,7 +344,7 @@ def worker(plan_path: Path, group: int | None, merge_only: bool = False, mpi: bo
 # -- demo -----------------------------------------------------------------------------------------
 def demo(out: Path | None) -> int:
     """Write a small synthetic BLISS experiment and reduce it locally, printing where results are."""
-    from reduction.bliss_writer import write_demo_experiment
+    from reduction.demo.bliss_writer import write_demo_experiment
 
     from .config import load_config
 

@@ -67,22 +67,22 @@ def _choice(allowed: Callable[[], tuple[Any, ...]]) -> _Check:
 
 
 def _units() -> tuple[str, ...]:
-    from reduction.units import RADIAL_UNITS
+    from reduction.azint.units import RADIAL_UNITS
     return tuple(RADIAL_UNITS)
 
 
 def _splittings() -> tuple[str, ...]:
-    from reduction.integrator import SPLITTINGS
+    from reduction.azint.integrator import SPLITTINGS
     return tuple(SPLITTINGS)
 
 
 def _error_models() -> tuple[str | None, ...]:
-    from reduction.integrator import ERROR_MODELS
+    from reduction.azint.integrator import ERROR_MODELS
     return tuple(ERROR_MODELS)
 
 
 def _engines() -> tuple[str, ...]:
-    from reduction.integrator import ENGINES
+    from reduction.azint.integrator import ENGINES
     return ("auto", *ENGINES)
 
 
@@ -138,8 +138,8 @@ def _globs(key: str, value: list[str] | None, check_paths: bool) -> Any:
 
 
 def _scans(key: str, value: str, check_paths: bool) -> Any:
-    """The syntax the planner reads (one grammar: :func:`reduction.bliss.parse_scan_selection`)."""
-    from reduction.bliss import ScanSelectionError, parse_scan_selection
+    """The syntax the planner reads (one grammar: :func:`reduction.io.bliss.parse_scan_selection`)."""
+    from reduction.io.bliss import ScanSelectionError, parse_scan_selection
     try:
         parse_scan_selection(value)
     except ScanSelectionError as err:

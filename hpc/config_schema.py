@@ -28,7 +28,7 @@ class CampaignConfig:
     name: str = MISSING                     # a file-name-safe label, used in output paths
     raw_data: str = MISSING                 # a RAW_DATA folder, or any folder of BLISS dataset master files
     datasets: list[str] | None = None    # globs relative to raw_data; null: every dataset master file
-    scans: str = "all"                      # "all" or scans: "1-20,25", "40-", "3.2" (reduction.bliss syntax)
+    scans: str = "all"                      # "all" or scans: "1-20,25", "40-", "3.2" (reduction.io.bliss syntax)
     detector: str = MISSING                 # dataset name under /<scan>/measurement/
     monitor: str | None = None           # counter under measurement/ dividing each frame, or null
     output: str | None = None            # null: PROCESSED_DATA/xreduce/<name> beside RAW_DATA
@@ -39,7 +39,7 @@ class ReductionConfig:
     """``reduction``: keys every reduction kind has. Each kind extends it (one schema per kind)."""
 
     kind: str = MISSING
-    step: str = "reduction.step.AzintStep"   # the step class ("module.Class") that runs this kind
+    step: str = "reduction.azint.step.AzintStep"   # the step class ("module.Class") that runs this kind
     engine: str = "auto"                    # auto | numpy | opencl
     device: str = "auto"                    # OpenCL device: auto | cpu | gpu | "platform:device"
 
@@ -201,7 +201,7 @@ class Config:
     merge: MergeConfig = field(default_factory=MergeConfig)
 
 
-#: reduction.kind → schema. A new kind is a new step class (``reduction.step``) plus one schema here.
+#: reduction.kind → schema. A new kind is a new step class (``reduction.azint.step``) plus one schema here.
 REDUCTION_SCHEMAS: dict[str, type[ReductionConfig]] = {"azint1d": Azint1dConfig, "azint2d": Azint2dConfig}
 #: backend.name → schema. A new backend adds its dataclass (extending BackendConfig) here.
 BACKEND_SCHEMAS: dict[str, type[BackendConfig]] = {"local": LocalBackendConfig, "slurm": SlurmBackendConfig,

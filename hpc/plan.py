@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from reduction import bliss
+from reduction.io import bliss
 from reduction.errors import XReduceError
 
 from .errors import PlanError

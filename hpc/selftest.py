@@ -127,7 +127,7 @@ def _hdf5_roundtrip(workdir: Path) -> Check:
 
 def _flat_geometry() -> Any:
     from reduction import Geometry
-    from reduction.detectors import Detector
+    from reduction.azint.detectors import Detector
 
     detector = Detector("Detector", 100e-6, 100e-6, _SHAPE)
     return Geometry(dist=0.1, poni1=2.45e-3, poni2=3.15e-3, wavelength=1e-10, detector=detector)
@@ -171,7 +171,7 @@ def _flat_integration(engine: str, device: str | None, rtol: float) -> tuple[Che
 def _opencl_devices() -> tuple[list[str], str | None]:
     """The OpenCL devices as text, or the reason there are none."""
     try:
-        from reduction.engines.device import list_devices
+        from reduction.azint.engines.device import list_devices
 
         return [str(info) for info, _ in list_devices()], None
     except Exception as exc:  # ImportError (no pyopencl), EngineUnavailable (no ICD/platform)
@@ -180,7 +180,7 @@ def _opencl_devices() -> tuple[list[str], str | None]:
 
 def _opencl_device_used(request: str) -> str:
     try:
-        from reduction.engines.device import open_device
+        from reduction.azint.engines.device import open_device
 
         return f" on {open_device(request)[0]}"
     except Exception:

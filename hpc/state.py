@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from reduction.chunkfile import chunk_matches
+from reduction.azint.chunkfile import chunk_matches
 
 from .plan import Chunk, Plan
 

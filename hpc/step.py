@@ -2,8 +2,8 @@
 
 A step is built once per worker process from the resolved ``reduction`` config and then turns
 chunks into chunk result files. ``hpc`` knows nothing else of what a step does; ``reduction``
-implements it (``reduction.step.AzintStep``) without importing ``hpc`` (a Protocol needs no
-inheritance). The config names the class (``reduction.step``), so a new reduction — XPCS
+implements it (``reduction.azint.step.AzintStep``) without importing ``hpc`` (a Protocol needs no
+inheritance). The config names the class (``reduction.azint.step``), so a new reduction — XPCS
 correlation, say — is a new step class and a config file, never a change to the backends.
 """
 
@@ -32,7 +32,7 @@ class Step(Protocol):
 
 
 def load_step(reduction: Mapping[str, Any]) -> Step:
-    """Instantiate the step class named by ``reduction.step`` ("module.Class") with the reduction config."""
+    """Instantiate the step class named by ``reduction.azint.step`` ("module.Class") with the reduction config."""
     target = str(reduction.get("step") or "")
     module_name, _, class_name = target.rpartition(".")
     try:

@@ -43,7 +43,7 @@ class StepCache:
 
 def process_chunk(plan: Plan, chunk: Chunk, steps: StepCache) -> Outcome:
     """Reduce one chunk unless it is already done; never raises for a chunk's own failure."""
-    from reduction.chunkfile import chunk_matches
+    from reduction.azint.chunkfile import chunk_matches
 
     paths = ChunkPaths(Path(plan.output), chunk.id)
     if chunk_matches(paths.result, chunk.id, plan.config_hash):

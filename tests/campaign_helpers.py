@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import pytest
 
-from reduction.bliss_writer import write_demo_experiment
+from reduction.demo.bliss_writer import write_demo_experiment
 
 __all__ = ["small_experiment", "campaign_overrides", "intensities", "submission", "require_slurm_cluster",
            "job_state", "wait_for"]

@@ -31,8 +31,8 @@ import scipy.sparse as sp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from reduction.engines import NumpyEngine  # noqa: E402
-from reduction.engines.numpy_engine import default_threads  # noqa: E402
+from reduction.azint.engines import NumpyEngine  # noqa: E402
+from reduction.azint.engines.contract import default_threads  # noqa: E402
 
 NY, NX = 2167, 2070  # Eiger 4M
 

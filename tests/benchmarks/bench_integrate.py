@@ -27,7 +27,7 @@ import warnings
 import numpy as np
 
 from reduction import Geometry, Integrator
-from reduction.synthetic import calibrant_d_spacings, calibrant_image
+from reduction.demo.synthetic import calibrant_d_spacings, calibrant_image
 
 
 def main() -> None:

@@ -36,7 +36,7 @@ run() {
     [ -n "$lib" ] && export OCL_ICD_FILENAMES=$lib
   fi
   nvidia-smi --query-gpu=name,pci.bus_id,memory.total --format=csv | tee "$out/nvidia-smi.txt"
-  python3 -c 'from reduction.engines.device import list_devices; [print(i) for i, _ in list_devices()]' \
+  python3 -c 'from reduction.azint.engines.device import list_devices; [print(i) for i, _ in list_devices()]' \
     | tee "$out/devices.txt"
   python3 -m pytest -q -p no:cacheprovider tests/reduction/test_opencl_engine.py 2>&1 | tee "$out/tests.txt" || true
   python3 tests/benchmarks/bench_integrate.py --device gpu 2>&1 | tee "$out/bench_eiger4m.txt"

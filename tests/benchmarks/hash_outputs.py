@@ -28,7 +28,7 @@ def _write_experiment(root: Path):
     try:
         from reduction.demo.bliss_writer import write_demo_experiment
     except ImportError:  # the layout before reduction/demo/
-        from reduction.bliss_writer import write_demo_experiment
+        from reduction.demo.bliss_writer import write_demo_experiment
     return write_demo_experiment(root, n_datasets=2, n_scans=2, n_frames=12, detector="Pilatus100k",
                                  frames_per_file=4)
 

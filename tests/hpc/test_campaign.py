@@ -18,9 +18,10 @@ import pytest
 from hpc.cli import main
 from campaign_helpers import campaign_overrides, small_experiment
 from nexus_validation import validate_file
-from reduction import Geometry, Integrator, bliss
-from reduction.bliss_writer import ScanSpec, finish_scan, write_dataset
-from reduction.images import load_image
+from reduction import Geometry, Integrator
+from reduction.io import bliss
+from reduction.demo.bliss_writer import ScanSpec, finish_scan, write_dataset
+from reduction.io.images import load_image
 
 N_FRAMES = 12
 

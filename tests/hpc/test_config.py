@@ -20,8 +20,8 @@ from hpc.config import (Azint2dConfig, LocalBackendConfig, config_from_dict, con
                         shipped_config_dir, to_dict, to_json, to_yaml)
 from hpc.errors import ChunkFailedError, ConfigError
 from reduction.errors import XReduceError
-from reduction.integrator import SPLITTINGS
-from reduction.units import RADIAL_UNITS
+from reduction.azint.integrator import SPLITTINGS
+from reduction.azint.units import RADIAL_UNITS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -56,7 +56,7 @@ def test_load_config_is_typed_resolved_absolute_and_read_only(data: Path) -> Non
     assert cfg.reduction.kind == "azint1d" and cfg.reduction.npt == 1000 and isinstance(cfg.reduction.npt, int)
     assert cfg.reduction.unit == "q_nm^-1" and cfg.reduction.splitting == "bbox"
     assert cfg.reduction.error_model == "poisson" and cfg.reduction.solid_angle is True
-    assert cfg.reduction.step == "reduction.step.AzintStep"
+    assert cfg.reduction.step == "reduction.azint.step.AzintStep"
     assert cfg.campaign.raw_data == str(data / "RAW_DATA" / "sample")
     assert cfg.campaign.scans == "all" and cfg.campaign.datasets is None and cfg.campaign.monitor is None
     assert cfg.backend.name == "local" and cfg.backend.workers == 1

@@ -62,7 +62,7 @@ def test_slurm_cluster_survives_a_cancelled_worker_job(tmp_path, capsys) -> None
     import subprocess
     import sys
 
-    from reduction.bliss_writer import write_demo_experiment
+    from reduction.demo.bliss_writer import write_demo_experiment
 
     require_slurm_cluster()
     exp = write_demo_experiment(tmp_path / "data", n_datasets=1, n_scans=2, n_frames=40, detector="Pilatus1M")

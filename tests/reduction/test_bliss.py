@@ -1,4 +1,4 @@
-"""reduction.bliss on real files: discovery, scans, frames through VDS / external links / plain
+"""reduction.io.bliss on real files: discovery, scans, frames through VDS / external links / plain
 datasets, and the raw-data failures that must fail only their chunks, naming the file at fault."""
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ import h5py
 import numpy as np
 import pytest
 
-from reduction import Geometry, bliss
-from reduction.bliss import RawDataError, ScanSelectionError
-from reduction.bliss_writer import (ScanSpec, finish_scan, write_dataset, write_demo_experiment,
+from reduction import Geometry
+from reduction.io import bliss
+from reduction.io.bliss import RawDataError, ScanSelectionError
+from reduction.demo.bliss_writer import (ScanSpec, finish_scan, write_dataset, write_demo_experiment,
                                     write_metadata_only_experiment)
 
 SHAPE = (24, 20)  # small frames: the tests are about files, not pixels

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from reduction import Geometry, GeometryError
-from reduction.detectors import KNOWN_DETECTORS, detector_from_name
+from reduction.azint.detectors import KNOWN_DETECTORS, detector_from_name
 
 from pyFAI.detectors import detector_factory
 from pyFAI.integrator.azimuthal import AzimuthalIntegrator

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from reduction import Geometry, IntegrationError, Integrator
-from reduction.detectors import Detector
+from reduction.azint.detectors import Detector
 
 DET = Detector("Detector", 172e-6, 172e-6, (120, 150))
 GEO = Geometry(dist=0.08, poni1=0.011, poni2=0.012, rot1=0.1, rot2=-0.05, rot3=0.2, wavelength=1e-10, detector=DET)
@@ -66,7 +66,7 @@ def test_stack_equals_frame_by_frame_and_accumulators_are_consistent(dim: int) -
 def test_block_boundaries_do_not_matter(monkeypatch) -> None:
     frames = _frames(7)
     whole = Integrator(GEO, cache_dir=False).integrate1d(frames, npt=50)
-    monkeypatch.setattr("reduction.integrator.BLOCK_FRAMES", 3)
+    monkeypatch.setattr("reduction.azint.integrator.BLOCK_FRAMES", 3)
     blocks = Integrator(GEO, cache_dir=False).integrate1d(frames, npt=50)
     np.testing.assert_allclose(blocks.intensity, whole.intensity, rtol=1e-6, equal_nan=True)
 
@@ -125,12 +125,12 @@ def test_matrix_cache_is_reused_and_damage_is_rebuilt(tmp_path, caplog) -> None:
     raw = bytearray(files[0].read_bytes())
     raw[len(raw) // 2] ^= 0xFF  # flip bits in the middle of the arrays
     files[0].write_bytes(bytes(raw))
-    with caplog.at_level(logging.WARNING, logger="reduction.cache"):
+    with caplog.at_level(logging.WARNING, logger="reduction.azint.cache"):
         rebuilt = Integrator(GEO, cache_dir=tmp_path).integrate1d(frames, npt=64, splitting="full")
     assert "unusable matrix cache file" in caplog.text
     np.testing.assert_allclose(rebuilt.intensity, first.intensity, rtol=1e-12)
     files[0].write_bytes(b"not a zip file at all")
-    with caplog.at_level(logging.WARNING, logger="reduction.cache"):
+    with caplog.at_level(logging.WARNING, logger="reduction.azint.cache"):
         Integrator(GEO, cache_dir=tmp_path).integrate1d(frames, npt=64, splitting="full")
     np.testing.assert_allclose(rebuilt.intensity, first.intensity, rtol=1e-12)
 

@@ -17,12 +17,12 @@ import pytest
 
 from nexus_validation import validate_entry, validate_file
 from reduction import Geometry, Integrator
-from reduction.chunkfile import (ChunkMeta, ChunkWriter, chunk_matches, read_chunk, read_chunk_meta,
+from reduction.azint.chunkfile import (ChunkMeta, ChunkWriter, chunk_matches, read_chunk, read_chunk_meta,
                                  write_chunk)
-from reduction.detectors import Detector
+from reduction.azint.detectors import Detector
 from reduction.errors import OutputError
-from reduction.nexus import EntrySpec, write_master, write_preview
-from reduction.synthetic import calibrant_d_spacings, calibrant_image
+from reduction.azint.nexus import EntrySpec, write_master, write_preview
+from reduction.demo.synthetic import calibrant_d_spacings, calibrant_image
 
 DET = Detector("Detector", 172e-6, 172e-6, (64, 80))
 WAVELENGTH = 1e-10
@@ -305,7 +305,7 @@ def test_master_write_is_atomic(tmp_path: Path, frames: np.ndarray, monkeypatch:
     master = tmp_path / "session.nxs"
     write_master(master, specs[:1])
     before = master.read_bytes()
-    import reduction.nexus as nexus
+    import reduction.azint.nexus as nexus
 
     calls = []
 

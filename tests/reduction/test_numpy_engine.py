@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-import reduction.engines.numpy_engine as ne
-from reduction.engines import EngineOutput, NumpyEngine
+import reduction.azint.engines.numpy_engine as ne
+from reduction.azint.engines import EngineOutput, NumpyEngine
 
 NY, NX = 67, 59  # npix = 3953: odd, not a multiple of any tile size
 RTOL = 1e-6

@@ -19,14 +19,14 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-import reduction.engines.device as dv
-import reduction.engines.opencl_engine as oe
+import reduction.azint.engines.device as dv
+import reduction.azint.engines.opencl_engine as oe
 from reduction import Geometry, Integrator
-from reduction.engines import NumpyEngine
-from reduction.engines.device import (Assignment, DeviceInfo, EngineUnavailable, GpuRecord, PciAddress,
+from reduction.azint.engines import NumpyEngine
+from reduction.azint.engines.device import (Assignment, DeviceInfo, EngineUnavailable, GpuRecord, PciAddress,
                                       amd_gpu_table, assignment_from_env, nvidia_gpu_table, resolve_assignment,
                                       select_device)
-from reduction.engines.opencl_engine import OpenCLEngine
+from reduction.azint.engines.opencl_engine import OpenCLEngine
 
 RTOL = 1e-5
 INSTALL = ("the OpenCL engine tests need pyopencl and an OpenCL device: `pip install pyopencl "
@@ -271,10 +271,10 @@ def test_integrator_engines_agree(opencl) -> None:
 def test_auto_falls_back_to_numpy_with_the_reason(opencl, monkeypatch, caplog) -> None:
     """No device (here: pyopencl hidden): ``auto`` runs numpy and warns why; ``opencl`` raises."""
     monkeypatch.setitem(sys.modules, "pyopencl", None)
-    monkeypatch.setattr("reduction.integrator._LOGGED", set())
+    monkeypatch.setattr("reduction.azint.integrator._LOGGED", set())
     frames = frames_for(matrix(1, "bbox"), 2, "uint16").reshape(2, 619, 487)
     integ = Integrator(GEOMETRY, engine="auto", cache_dir=False)
-    with caplog.at_level("WARNING", logger="reduction.integrator"):
+    with caplog.at_level("WARNING", logger="reduction.azint.integrator"):
         res = integ.integrate1d(frames, npt=300)
     assert integ.engine_used == "numpy"
     assert "using the numpy engine, the OpenCL engine is unavailable: pyopencl is not installed" in caplog.text
@@ -287,7 +287,7 @@ def test_auto_falls_back_to_numpy_with_the_reason(opencl, monkeypatch, caplog) -
 def test_auto_falls_back_mid_run(opencl, monkeypatch, caplog) -> None:
     """A device that fails during a run (lost, out of memory for one frame): under ``auto`` the
     block is redone with numpy, and so is the rest; under ``opencl`` the failure is raised."""
-    monkeypatch.setattr("reduction.integrator._LOGGED", set())
+    monkeypatch.setattr("reduction.azint.integrator._LOGGED", set())
     frames = frames_for(matrix(1, "bbox"), 40, "int32").reshape(40, 619, 487)
 
     def lost(self, frames, *, variance=True):
@@ -298,7 +298,7 @@ def test_auto_falls_back_mid_run(opencl, monkeypatch, caplog) -> None:
     auto.integrate1d(frames[:1], npt=300)  # an OpenCL engine is prepared
     assert auto.engine_used == "opencl"
     monkeypatch.setattr(OpenCLEngine, "reduce", lost)
-    with caplog.at_level("WARNING", logger="reduction.integrator"):
+    with caplog.at_level("WARNING", logger="reduction.azint.integrator"):
         res = auto.integrate1d(frames, npt=300)
     assert auto.engine_used == "numpy" and "DEVICE_NOT_AVAILABLE" in caplog.text
     np.testing.assert_array_equal(res.intensity, expected.intensity)
@@ -426,7 +426,7 @@ def test_block_shrinks_to_fit_and_on_out_of_memory(opencl, monkeypatch) -> None:
 CHILD = """
 import sys, time
 import numpy as np, scipy.sparse as sp
-from reduction.engines.opencl_engine import OpenCLEngine
+from reduction.azint.engines.opencl_engine import OpenCLEngine
 w = sp.random(50, 2000, density=0.01, format="csr", random_state=0)
 t0 = time.perf_counter()
 OpenCLEngine(w).reduce(np.ones((32, 2000), np.uint16))

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reduction import Geometry, Integrator
-from reduction.detectors import Detector, detector_from_name
+from reduction.azint.detectors import Detector, detector_from_name
 
 from pyFAI.calibrant import get_calibrant
 from pyFAI.detectors import Detector as PyFAIDetector

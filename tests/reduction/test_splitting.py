@@ -1,4 +1,4 @@
-"""Pixel-splitting matrices (``reduction.splitting``) agree with pyFAI's CSR engines.
+"""Pixel-splitting matrices (``reduction.azint.splitting``) agree with pyFAI's CSR engines.
 
 The positions fed to :func:`build_matrix` are pyFAI's own centre/corner arrays, so the
 comparison isolates the splitting: the matrices must equal pyFAI's ``HistoBBox1d/2d``
@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reduction.errors import IntegrationError
-from reduction.splitting import (
+from reduction.azint.splitting import (
     EPS32,
     Bins,
     PixelPositions,
@@ -491,7 +491,7 @@ def test_errors():
 
 
 def test_accepts_duck_typed_positions():
-    """Any object with ``centre`` and ``corners`` (e.g. reduction.geometry.PixelPositions) works."""
+    """Any object with ``centre`` and ``corners`` (e.g. reduction.azint.geometry.PixelPositions) works."""
     radial, azimuth = _tiny()
 
     class Pos:

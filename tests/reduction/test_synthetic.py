@@ -1,6 +1,6 @@
 """Synthetic calibrant frames: known crystallography, rings where Bragg's law puts them, and
 reproducible noise. The ring-position test builds its own flat-detector geometry with numpy, so
-it checks :mod:`reduction.synthetic` independently of :mod:`reduction.geometry`."""
+it checks :mod:`reduction.demo.synthetic` independently of :mod:`reduction.azint.geometry`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from scipy.signal import find_peaks
 
 from reduction.errors import XReduceError
-from reduction.synthetic import calibrant_d_spacings, calibrant_image
+from reduction.demo.synthetic import calibrant_d_spacings, calibrant_image
 
 ANGSTROM = 1e-10
 

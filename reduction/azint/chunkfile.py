@@ -3,7 +3,7 @@
 The file is the chunk's state: it is written under a temporary name and renamed into place only
 once every frame is in it, so a chunk is done exactly when ``<chunk_id>.h5`` exists and its root
 attributes carry the chunk id and config hash it was made for (:func:`chunk_matches`). The layout
-is fixed in docs/internals.md ("Chunk result file"); the merge (:mod:`reduction.nexus`) maps these
+is fixed in docs/internals.md ("Chunk result file"); the merge (:mod:`reduction.azint.nexus`) maps these
 datasets into the NeXus master file, by HDF5 virtual datasets or by copy.
 
 Frames can be written block by block as they are integrated (:class:`ChunkWriter`), so memory
@@ -23,7 +23,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .errors import OutputError
+from reduction.errors import OutputError
 from .result import IntegrationResult
 
 __all__ = ["ChunkMeta", "ChunkWriter", "write_chunk", "read_chunk", "read_chunk_meta", "read_chunk_header",
@@ -108,7 +108,7 @@ class ChunkWriter:
 
     # -- context ---------------------------------------------------------------------------
     def __enter__(self) -> ChunkWriter:
-        from . import __version__
+        from reduction import __version__
 
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -37,7 +37,7 @@ import h5py
 import hdf5plugin  # noqa: F401  (registers the bitshuffle-LZ4 and other compression filters with HDF5)
 import numpy as np
 
-from .errors import RawDataError, XReduceError
+from reduction.errors import RawDataError, XReduceError
 
 __all__ = [
     "ScanInfo", "ScanSelection", "ScanSelectionError", "find_datasets", "read_scans", "parse_scan_selection",

@@ -13,7 +13,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .errors import RawDataError
+from reduction.errors import RawDataError
 
 __all__ = ["load_image"]
 

@@ -11,14 +11,14 @@ offsets, pixel corners/edges or size classes). pyFAI is *not* imported here.
 Rules reproduced: pyFAI 2026.9, ``ext/splitBBox_common.pyx``, ``ext/splitpixel_common.pyx``,
 ``ext/regrid_common.pxi``, ``geometry/core.py``.  Each rule is explained beside its code:
 
-* :mod:`reduction.bins`: bins, user ranges and automatic ranges (the float32 eps fudge);
-* :mod:`reduction.pixels`: pixel positions and the bounding-box half width ``delta``;
-* :mod:`reduction.split_bbox`: the matrix entries for splitting "no" and "bbox";
-* :mod:`reduction.split_full`: the matrix entries for splitting "full" (and its own
+* :mod:`reduction.azint.bins`: bins, user ranges and automatic ranges (the float32 eps fudge);
+* :mod:`reduction.azint.pixels`: pixel positions and the bounding-box half width ``delta``;
+* :mod:`reduction.azint.split_bbox`: the matrix entries for splitting "no" and "bbox";
+* :mod:`reduction.azint.split_full`: the matrix entries for splitting "full" (and its own
   deliberate differences with pyFAI).
 
 This module packs those entries into CSR and re-exports the names callers use, so
-``from reduction.splitting import ...`` is the one place to import from.
+``from reduction.azint.splitting import ...`` is the one place to import from.
 
 Deliberate differences with pyFAI (2026.9), for every scheme:
 
@@ -36,7 +36,7 @@ import numpy as np
 import scipy.sparse
 
 from .bins import EPS32, Bins, auto_range, pyfai_range, upper_bound
-from .errors import IntegrationError
+from reduction.errors import IntegrationError
 from .pixels import (
     SPLITTINGS,
     PixelPositions,
@@ -68,7 +68,7 @@ def build_matrix(splitting: str, radial: PixelPositions, azimuth: PixelPositions
 
     1-D: azimuth_bins None, nbins = radial_bins.n; `azimuth_range` (radians) optionally restricts
     which pixels count, as pyFAI does for integrate1d(azimuth_range=...) (a pixel is kept or
-    dropped as a whole, see :mod:`reduction.split_bbox` and :mod:`reduction.split_full`).
+    dropped as a whole, see :mod:`reduction.azint.split_bbox` and :mod:`reduction.azint.split_full`).
     2-D: nbins = azimuth_bins.n * radial_bins.n, row index k = i_azim * radial_bins.n + i_rad.
     valid: (npix,) bool, False = masked pixel -> its column is empty.
     No explicit zeros stored; indices sorted.

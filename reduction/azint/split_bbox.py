@@ -1,7 +1,7 @@
 """Matrix entries for the splitting schemes "no" and "bbox" (pyFAI's ``splitBBoxCSR.HistoBBox1d/2d``).
 
 A pixel is the interval ``[centre - delta, centre + delta]`` in each direction (``delta = 0``
-for "no", :func:`~reduction.pixels.pixel_delta` for "bbox") and its weight is spread over the
+for "no", :func:`~reduction.azint.pixels.pixel_delta` for "bbox") and its weight is spread over the
 bins that interval covers in proportion to the length inside each.  Rules reproduced (pyFAI
 2026.9, ``ext/splitBBox_common.pyx``):
 
@@ -19,7 +19,7 @@ bins that interval covers in proportion to the length inside each.  Rules reprod
   falls in a single bin contributes a factor 1).  No χ wrapping: a pixel near ±π just clips.
 
 Both builders return the entries ``(rows, cols, vals)`` pixel-major, for
-:func:`reduction.splitting.build_matrix` to pack into CSR.
+:func:`reduction.azint.splitting.build_matrix` to pack into CSR.
 """
 
 from __future__ import annotations

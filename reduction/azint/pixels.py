@@ -3,7 +3,7 @@
 The splitting schemes only differ in how much of a pixel they count: its centre ("no"), the
 bounding box ``[centre - delta, centre + delta]`` ("bbox") or the quadrilateral of its 4
 corners ("full").  This module holds the positions and the bounding-box half width shared by
-the range rules (:mod:`reduction.bins`) and the matrix builders.
+the range rules (:mod:`reduction.azint.bins`) and the matrix builders.
 
 * **delta** (bounding-box half width, :func:`pixel_delta`): ``max_k |corner_k - centre|``; for
   the azimuth the distance is taken modulo 2π: ``min(d, 2π - d)`` (so pixels straddling
@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from .errors import IntegrationError
+from reduction.errors import IntegrationError
 
 __all__ = ["SPLITTINGS", "PixelPositions", "pixel_delta"]
 
-#: Pixel-splitting schemes understood by :func:`reduction.splitting.build_matrix`.
+#: Pixel-splitting schemes understood by :func:`reduction.azint.splitting.build_matrix`.
 SPLITTINGS = ("no", "bbox", "full")
 
 _TWO_PI = 2.0 * math.pi

@@ -1,6 +1,6 @@
 """Uniform bins and histogram ranges, with pyFAI's float32 rules, so bin edges match pyFAI's.
 
-Rules reproduced (pyFAI 2026.9; the sources are listed in :mod:`reduction.splitting`):
+Rules reproduced (pyFAI 2026.9; the sources are listed in :mod:`reduction.azint.splitting`):
 
 * **Bins** (``Bins``): ``delta = (hi - lo) / n``; the fractional bin number of a position ``x``
   is ``(x - lo) / delta``; bin centres are ``linspace(lo + delta/2, hi - delta/2, n)``.  pyFAI
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import IntegrationError
+from reduction.errors import IntegrationError
 from .pixels import (
     PixelPositions,
     check_positions,
@@ -115,7 +115,7 @@ def auto_range(splitting: str, positions: PixelPositions, valid: np.ndarray, *, 
 
     * ``"no"``: ``lo = min(centre)``, ``max = max(centre)``;
     * ``"bbox"``: ``lo = min(centre - delta)``, ``max = max(centre + delta)`` with ``delta``
-      from :func:`~reduction.pixels.pixel_delta` (χ distances folded modulo 2π when ``azimuthal``);
+      from :func:`~reduction.azint.pixels.pixel_delta` (χ distances folded modulo 2π when ``azimuthal``);
     * ``"full"``: min / max of the raw corner values (χ corners *not* recentred);
     * if not ``allow_negative`` (2θ, q, r, ...): ``lo = max(0, lo)``, ``max = max(0, max)``;
     * if ``azimuthal`` (the χ range of a 2-D integration, pyFAI's ``clip_pos1``):

@@ -38,7 +38,7 @@ Deliberate differences with pyFAI (2026.9):
 
 Pure numpy, vectorised over pixels: pixels are grouped by the power-of-two size of their bin
 box and processed in cache-sized chunks.  Both builders return the entries ``(rows, cols,
-vals)`` pixel-major, for :func:`reduction.splitting.build_matrix` to pack into CSR.
+vals)`` pixel-major, for :func:`reduction.azint.splitting.build_matrix` to pack into CSR.
 """
 
 from __future__ import annotations

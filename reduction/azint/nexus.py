@@ -64,8 +64,8 @@ import h5py
 import numpy as np
 
 from .chunkfile import fsync_file, open_chunk, read_chunk_header
-from .errors import GeometryError, OutputError
-from .poni import parse_poni
+from reduction.errors import GeometryError, OutputError
+from reduction.io.poni import parse_poni
 
 __all__ = ["EntrySpec", "MissingChunk", "EntryReport", "MergeReport", "write_master", "write_preview",
            "MODES", "RADIAL_UNITS_NEXUS"]
@@ -359,7 +359,7 @@ def _frame_dataset(group: h5py.Group, name: str, plan: _EntryPlan, source: str, 
 
 
 def _write_entry(f: h5py.File, plan: _EntryPlan, mode: str, master_dir: Path) -> None:
-    from . import __version__
+    from reduction import __version__
 
     spec, ref, axes = plan.spec, plan.ref, plan.axes
     assert ref is not None and axes is not None
@@ -521,7 +521,7 @@ def write_master(path: Path | str, entries: list[EntrySpec], *, mode: str = "vds
     master_dir = path.parent
     master_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    from . import __version__
+    from reduction import __version__
 
     try:
         with h5py.File(tmp, "w", track_order=True) as f:  # entries in the order given

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import IntegrationError
+from reduction.errors import IntegrationError
 
 __all__ = ["RadialUnit", "RADIAL_UNITS", "radial_unit"]
 

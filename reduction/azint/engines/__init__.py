@@ -4,8 +4,9 @@
 CPUs, the vendor's ICD on GPUs) and imports pyopencl only when constructed.
 """
 
-from ..errors import EngineUnavailable
-from .numpy_engine import EngineOutput, NumpyEngine
+from reduction.errors import EngineUnavailable
+from .contract import EngineOutput
+from .numpy_engine import NumpyEngine
 from .opencl_engine import OpenCLEngine
 
 __all__ = ["EngineOutput", "EngineUnavailable", "NumpyEngine", "OpenCLEngine"]

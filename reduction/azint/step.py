@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from . import bliss
+from reduction.io import bliss
 from .chunkfile import ChunkMeta, ChunkWriter
-from .errors import IntegrationError, RawDataError
+from reduction.errors import IntegrationError, RawDataError
 from .geometry import Geometry
-from .images import load_image
+from reduction.io.images import load_image
 from .integrator import Integrator
 
 __all__ = ["AzintStep"]

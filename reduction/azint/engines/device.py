@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ..errors import EngineUnavailable, IntegrationError
+from reduction.errors import EngineUnavailable, IntegrationError
 
 __all__ = ["EngineUnavailable", "PciAddress", "DeviceInfo", "Assignment", "GpuRecord", "parse_request",
            "assignment_from_env", "nvidia_gpu_table", "amd_gpu_table", "resolve_assignment", "select_device",

@@ -1,6 +1,6 @@
 """Batched sparse reduction of detector frames on an OpenCL device (pyopencl).
 
-Same contract and numbers as :class:`~reduction.engines.numpy_engine.NumpyEngine`: for a block of
+Same contract and numbers as :class:`~reduction.azint.engines.numpy_engine.NumpyEngine`: for a block of
 B frames (B, npix), in any integer or float type,
 
     signal[b, k]   = sum_j W[k, j] * x[b, j]              (valid entries only)
@@ -60,7 +60,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .device import DeviceInfo, EngineUnavailable, open_device
-from .numpy_engine import EngineOutput, canonical_matrix, default_threads, frame_block, invalid_mask
+from .contract import EngineOutput, canonical_matrix, default_threads, frame_block, invalid_mask
 
 __all__ = ["OpenCLEngine", "EngineUnavailable", "build_layout"]
 
@@ -212,7 +212,7 @@ def _kernel_source() -> str:
 
 
 def _cache_dir() -> str:
-    from ..cache import default_cache_dir
+    from reduction.azint.cache import default_cache_dir
     return str(default_cache_dir() / "opencl")
 
 
@@ -261,9 +261,9 @@ class OpenCLEngine:
         Integration weights; laid out and uploaded once.
     device : None or "auto" (a GPU first, the one Slurm assigned on a GPU node, else a CPU
         device), "cpu", "gpu" or "platform:device" indices such as "0:1"
-        (see :mod:`reduction.engines.device`).
+        (see :mod:`reduction.azint.engines.device`).
     threads : on a CPU device, the compute units to use (a sub-device); default
-        :func:`~reduction.engines.numpy_engine.default_threads` (``XREDUCE_THREADS``,
+        :func:`~reduction.azint.engines.numpy_engine.default_threads` (``XREDUCE_THREADS``,
         ``OMP_NUM_THREADS`` or the CPUs this process may use: PoCL itself ignores the affinity).
     kernel : "auto" (``cpu`` on CPU devices, ``group`` elsewhere), "cpu" or "group".
     max_frames : frames per kernel launch at most (default: as many as fit the device memory).
@@ -379,12 +379,12 @@ class OpenCLEngine:
         marker = Path(_cache_dir()) / "probed" / hashlib.sha256(ident.encode()).hexdigest()[:32]
         if marker.exists():
             return
-        code = (f"import scipy.sparse as sp; from reduction.engines.opencl_engine import OpenCLEngine; "
+        code = (f"import scipy.sparse as sp; from reduction.azint.engines.opencl_engine import OpenCLEngine; "
                 f"e = OpenCLEngine(sp.random(40, 3000, density=0.02, format='csr', random_state=0), "
                 f"device={self.device.index!r}, kernel={self.kernel!r}); import numpy as np; "
                 f"[e._kernels(np.dtype(t)) for t in {_PROBED_TYPES!r}]")
         env = {**os.environ, "XREDUCE_OPENCL_PROBE": "0",
-               "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")])}
+               "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[3]), os.environ.get("PYTHONPATH", "")])}
         try:
             done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
         except (OSError, subprocess.TimeoutExpired) as exc:

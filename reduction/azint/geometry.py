@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from .detectors import Detector, detector_from_name
-from .errors import GeometryError
-from .poni import format_poni, read_poni
+from reduction.errors import GeometryError
+from reduction.io.poni import format_poni, read_poni
 from .splitting import PixelPositions
 from .units import radial_unit
 
@@ -34,7 +34,7 @@ class Geometry:
     poni1, poni2 : PONI coordinates on the detector along dim1 (y) and dim2 (x), metres.
     rot1, rot2, rot3 : detector rotations, radians (pyFAI's definition and order).
     wavelength : metres; needed for q units.
-    detector : a :class:`~reduction.detectors.Detector` or a pyFAI detector name.
+    detector : a :class:`~reduction.azint.detectors.Detector` or a pyFAI detector name.
 
     Examples
     --------
@@ -87,7 +87,7 @@ class Geometry:
                    values["rot3"], values["wavelength"], detector)
 
     def as_dict(self) -> dict[str, Any]:
-        """The PONI parameters as a plain mapping (as :func:`reduction.poni.parse_poni` returns)."""
+        """The PONI parameters as a plain mapping (as :func:`reduction.io.poni.parse_poni` returns)."""
         return {"dist": self.dist, "poni1": self.poni1, "poni2": self.poni2, "rot1": self.rot1,
                 "rot2": self.rot2, "rot3": self.rot3, "wavelength": self.wavelength,
                 "detector": self.detector.name, "detector_config": self.detector.config()}
@@ -162,7 +162,7 @@ class Geometry:
         return 0.5 * (1.0 + cos2_tth - factor * np.cos(2.0 * (self.chi() + axis_offset)) * (1.0 - cos2_tth))
 
     def radial_positions(self, unit: str) -> PixelPositions:
-        """Radial value (internal unit: see :mod:`reduction.units`) at every pixel centre and corner."""
+        """Radial value (internal unit: see :mod:`reduction.azint.units`) at every pixel centre and corner."""
         u = radial_unit(unit)
         centre = u.values(*self._lab(False), self.wavelength).ravel()
         grid = u.values(*self._lab(True), self.wavelength)

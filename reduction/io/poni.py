@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .errors import GeometryError
+from reduction.errors import GeometryError
 
 __all__ = ["read_poni", "parse_poni", "format_poni"]
 

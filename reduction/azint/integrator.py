@@ -22,7 +22,7 @@ import scipy.sparse
 
 from .cache import MatrixCache, spec_key
 from .engines import NumpyEngine, OpenCLEngine
-from .errors import EngineUnavailable, IntegrationError
+from reduction.errors import EngineUnavailable, IntegrationError
 from .geometry import Geometry
 from .result import IntegrationResult
 from .splitting import SPLITTINGS, Bins, auto_range, build_matrix, pyfai_range

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import GeometryError
+from reduction.errors import GeometryError
 
 __all__ = ["Detector", "detector_from_name", "KNOWN_DETECTORS"]
 

@@ -19,7 +19,7 @@ The VDS names its sources with paths relative to the master file (``./scan0001/.
 folder can be moved. :func:`write_demo_experiment` builds the small calibrant experiment of
 ``xreduce demo``; :func:`write_metadata_only_experiment` builds many scans whose lima files are
 never written, for the planning benchmark. No pyFAI here: frames come from
-:mod:`reduction.synthetic` on a :class:`reduction.Geometry`.
+:mod:`reduction.demo.synthetic` on a :class:`reduction.Geometry`.
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ import h5py
 import hdf5plugin
 import numpy as np
 
-from .bliss import HC_KEV_ANGSTROM
-from .errors import XReduceError
-from .geometry import Geometry
+from reduction.io.bliss import HC_KEV_ANGSTROM
+from reduction.errors import XReduceError
+from reduction.azint.geometry import Geometry
 from .synthetic import calibrant_d_spacings, calibrant_image
 
 __all__ = ["ScanSpec", "write_dataset", "finish_scan", "DemoExperiment", "write_demo_experiment",

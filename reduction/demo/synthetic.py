@@ -12,7 +12,7 @@ pyFAI is the test oracle only). Two pure functions do it:
 Example
 -------
 >>> import numpy as np
->>> from reduction.synthetic import calibrant_d_spacings, calibrant_image
+>>> from reduction.demo.synthetic import calibrant_d_spacings, calibrant_image
 >>> d = calibrant_d_spacings("LaB6", n=3)
 >>> np.round(d * 1e10, 4)                     # Å: (100), (110), (111)
 array([4.1569, 2.9394, 2.4   ])
@@ -28,7 +28,7 @@ from typing import Callable
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
-from .errors import XReduceError
+from reduction.errors import XReduceError
 
 __all__ = ["CALIBRANTS", "calibrant_d_spacings", "calibrant_image"]
 

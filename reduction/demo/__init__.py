@@ -1,0 +1,1 @@
+"""Synthetic frames and the BLISS-layout writer behind ``xreduce demo`` and the tests."""
