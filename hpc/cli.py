@@ -15,26 +15,14 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from .about import REQUIRABLE, installed_version
+
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
-#: ``selftest --require``: parts that are optional in general but must work for a given use.
-REQUIRABLE = ("opencl", "gpu", "mpi")
 _OVERRIDES_HELP = ("Hydra overrides: campaign=my_exp reduction=azint2d reduction.npt=2000 backend.workers=8 "
                    "(see docs/config.md)")
-
-
-def installed_version() -> str:
-    """xreduce's version: the installed distribution's, else the source tree's."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("xreduce")
-    except PackageNotFoundError:  # running from a source tree without installation
-        from reduction import __version__
-
-        return __version__
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -17,12 +17,12 @@ from typing import Any
 from tqdm import tqdm
 
 from reduction.errors import XReduceError
+from reduction.step import MasterEntry, Step, get_kind
 
 from .backends import get_backend
 from .errors import BackendError, ConfigError
 from .plan import Plan, make_plan, read_plan, write_plan
 from .state import DONE, FAILED, PENDING, ChunkPaths, ChunkState, chunk_states
-from .step import load_step
 from .worker import Outcome, StepCache, process_chunk
 
 __all__ = ["plan", "run", "submit", "cancel", "status", "merge", "demo", "worker", "merge_plan"]
@@ -87,6 +87,15 @@ def plan(cfg: Any) -> int:
 
 
 # -- running --------------------------------------------------------------------------------------
+def _open_step(cfg: Any) -> Step:
+    """The reduction kind's step, built here so that unusable inputs (a bad PONI, a mask of the wrong
+    shape) stop the command before anything runs: exit 2, naming the file."""
+    try:
+        return get_kind(cfg.reduction.kind).open(cfg.reduction)
+    except XReduceError as exc:
+        raise ConfigError(f"reduction config cannot be used: {exc}") from exc
+
+
 def _failures(states: list[ChunkState]) -> str:
     rows = [[st.chunk.id, Path(st.chunk.dataset).name, st.chunk.scan, f"{st.chunk.start}-{st.chunk.stop}",
              st.reason[:120]] for st in states if st.state == FAILED]
@@ -96,10 +105,7 @@ def _failures(states: list[ChunkState]) -> str:
 def run(cfg: Any, client: Any = None) -> int:
     """Run every pending or failed chunk with the configured backend (or on a given Dask
     ``client``), then merge."""
-    try:
-        load_step(cfg.reduction)  # a bad PONI/mask fails here, before anything runs
-    except XReduceError as exc:
-        raise ConfigError(f"reduction config cannot be used: {exc}") from exc
+    _open_step(cfg)  # a bad PONI/mask fails here, before anything runs
     if client is not None:
         from .backends.dask import DaskBackend
         from .config import DaskBackendConfig
@@ -127,7 +133,9 @@ def run(cfg: Any, client: Any = None) -> int:
             engines: set[str] = set()
 
             def on_outcome(outcome: Outcome) -> None:
-                bar.update(new.chunks[index_of[outcome.chunk_id]].nframes)
+                index = index_of[outcome.chunk_id]
+                bar.update(new.chunks[index].nframes)
+                states[index] = ChunkState(new.chunks[index], DONE if outcome.ok else FAILED, outcome.message)
                 if outcome.engine:
                     engines.add(outcome.engine)
                 if not outcome.ok:
@@ -138,8 +146,7 @@ def run(cfg: Any, client: Any = None) -> int:
         seconds = time.perf_counter() - start
         used = f"; engine {', '.join(sorted(engines))}" if engines else ""
         _say(f"reduced {total} frames in {seconds:.1f} s ({total / max(seconds, 1e-9):.1f} frames/s{used})")
-    code = merge_plan(new)
-    states = chunk_states(new, output)
+    code = merge_plan(new, states)  # the states as the outcomes left them: no chunk file opened again
     failed = [st for st in states if st.state != DONE]
     for pending in new.pending_scans:
         _say(f"unfinished: {pending['dataset']} scan {pending['scan']}: picked up by the next run")
@@ -159,10 +166,7 @@ def submit(cfg: Any, force: bool = False) -> int:
     if cfg.backend.name != "slurm":
         raise ConfigError(f"xreduce submit needs backend=slurm (backend.name is {cfg.backend.name!r}); "
                           "`xreduce run` runs other backends here")
-    try:
-        load_step(cfg.reduction)
-    except XReduceError as exc:
-        raise ConfigError(f"reduction config cannot be used: {exc}") from exc
+    _open_step(cfg)
     slurm.require()
     output = Path(cfg.campaign.output)
     running = slurm.active_jobs(output)
@@ -175,7 +179,7 @@ def submit(cfg: Any, force: bool = False) -> int:
     todo = [i for i, st in enumerate(states) if st.state != DONE]
     _say(f"{len(new.chunks)} chunks: {len(states) - len(todo)} already done, {len(todo)} to submit")
     if not todo:
-        return merge_plan(new)
+        return merge_plan(new, states)
     sub = slurm.submit(new, todo, cfg.backend)
     if sub.array_jobs:
         arrays = ", ".join(f"{job} ({count} tasks)" for job, (_, count) in zip(sub.array_jobs, sub.arrays))
@@ -269,39 +273,37 @@ def _master_name(experiment: str) -> str:
     return experiment.strip("/").replace("/", "_") + ".nxs"
 
 
-def merge_plan(current: Plan) -> int:
-    """Build one master file per experiment from the chunk files (missing chunks listed, not zero-filled)."""
-    from reduction.azint.nexus import EntrySpec, write_master, write_preview
-
+def merge_plan(current: Plan, states: list[ChunkState] | None = None) -> int:
+    """Build one master file per experiment from the chunk files (missing chunks listed, not
+    zero-filled), by the plan's reduction kind; ``states``: the chunk states when already known."""
     output = Path(current.output)
     mode = current.config.get("merge", {}).get("mode", "vds")
-    kind = current.config["reduction"]["kind"]
-    poni = Path(current.config["reduction"]["poni"]).read_text(encoding="utf-8", errors="replace")
-    states = {st.chunk.id: st for st in chunk_states(current, output)}
+    kind = current.kind
+    done = {st.chunk.id for st in (states if states is not None else chunk_states(current, output))
+            if st.state == DONE}
     scans: dict[str, dict[tuple[str, str], list]] = defaultdict(lambda: defaultdict(list))
     for chunk in current.chunks:
         scans[chunk.experiment][(chunk.dataset, chunk.scan)].append(chunk)
     missing_total = 0
-    for experiment, entries in sorted(scans.items()):
-        specs = []
-        for (dataset, scan), chunks in sorted(entries.items()):
+    for experiment, by_scan in sorted(scans.items()):
+        entries = []
+        for (dataset, scan), chunks in sorted(by_scan.items()):
             if all(c.problem for c in chunks):
                 continue  # nothing to show: the scan itself could not be read; status names it
-            parts = [(c.start, c.stop, ChunkPaths(output, c.id).result if states[c.id].state == DONE else None)
-                     for c in sorted(chunks, key=lambda c: c.start)]
+            chunks = sorted(chunks, key=lambda c: c.start)
+            parts = [(c.start, c.stop, ChunkPaths(output, c.id).result if c.id in done else None) for c in chunks]
             missing_total += sum(part[2] is None for part in parts)
-            specs.append(EntrySpec(name=_entry_name(dataset, scan), kind=kind, dataset=dataset, scan=scan,
-                                   nframes=chunks[0].nframes_scan, chunks=parts,
-                                   config_json=json.dumps(current.config, sort_keys=True), poni=poni,
-                                   chunk_ids=[c.id for c in chunks], beamline=_beamline(experiment)))
-        if not specs:
+            entries.append(MasterEntry(name=_entry_name(dataset, scan), dataset=dataset, scan=scan,
+                                       nframes=chunks[0].nframes_scan, chunks=parts,
+                                       chunk_ids=[c.id for c in chunks], beamline=_beamline(experiment)))
+        if not entries:
             continue
         master = output / _master_name(experiment)
-        report = write_master(master, specs, mode=mode)
+        report = kind.merge(master, entries, mode=mode, config=current.config)
         if not report.complete:
             _say(report.summary())
         preview = master.with_suffix(".png")
-        write_preview(master, preview)
+        kind.preview(master, preview)
         _say(f"master: {master}\npreview: {preview}")
     return 1 if missing_total else 0
 

@@ -41,27 +41,17 @@ from omegaconf.errors import OmegaConfBaseException
 from .config_checks import _check_missing, _check_values
 from .config_errors import _did_you_mean, _hydra_error, _omegaconf_error
 from .config_identity import config_hash, to_dict, to_json, to_yaml
-from .config_schema import (BACKEND_SCHEMAS, MERGE_MODES, REDUCTION_SCHEMAS, Azint1dConfig, Azint2dConfig,
-                            AzintConfig, BackendConfig, CampaignConfig, Config, DaskBackendConfig,
-                            LocalBackendConfig, MergeConfig, MPIBackendConfig, PartitionConfig,
-                            ReductionConfig, SlurmBackendConfig, SubmititBackendConfig)
+from .config_schema import (BACKEND_SCHEMAS, MERGE_MODES, BackendConfig, CampaignConfig, Config,
+                            DaskBackendConfig, LocalBackendConfig, MergeConfig, MPIBackendConfig, PartitionConfig,
+                            SlurmBackendConfig, SubmititBackendConfig, reduction_schemas, shipped_config_dir)
+from reduction.step import broken_kinds
+
 from .errors import ConfigError
 
-__all__ = ["Config", "CampaignConfig", "ReductionConfig", "AzintConfig", "Azint1dConfig", "Azint2dConfig",
-           "BackendConfig", "LocalBackendConfig", "SlurmBackendConfig", "SubmititBackendConfig",
-           "DaskBackendConfig", "MPIBackendConfig", "PartitionConfig", "MergeConfig", "REDUCTION_SCHEMAS",
-           "BACKEND_SCHEMAS", "MERGE_MODES", "load_config", "config_from_dict", "config_hash", "to_yaml",
+__all__ = ["Config", "CampaignConfig", "BackendConfig", "LocalBackendConfig", "SlurmBackendConfig",
+           "SubmititBackendConfig", "DaskBackendConfig", "MPIBackendConfig", "PartitionConfig", "MergeConfig",
+           "BACKEND_SCHEMAS", "MERGE_MODES", "reduction_schemas", "load_config", "config_from_dict", "config_hash", "to_yaml",
            "to_json", "to_dict", "shipped_config_dir"]
-
-
-def shipped_config_dir() -> Path:
-    """The ``configs/`` tree shipped with xreduce: ``hpc/configs`` in a wheel, ``configs/`` in a checkout."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "configs", here.parent / "configs"):
-        if (candidate / "config.yaml").is_file():
-            return candidate
-    raise ConfigError(f"xreduce's configs/ tree is missing (looked in {here / 'configs'} and "
-                      f"{here.parent / 'configs'}): the installation is broken, reinstall xreduce")
 
 
 def load_config(overrides: list[str] | tuple[str, ...] = (), config_dir: str | Path | None = None) -> Config:
@@ -113,7 +103,7 @@ def config_from_dict(data: Mapping[str, Any], *, check_paths: bool = True) -> Co
     if not isinstance(data, Mapping):
         raise ConfigError(f"a config must be a mapping of groups, got {type(data).__name__}")
     reduction, backend = data.get("reduction"), data.get("backend")
-    schema = Config(reduction=_schema("reduction", "kind", reduction, REDUCTION_SCHEMAS)(),
+    schema = Config(reduction=_schema("reduction", "kind", reduction, reduction_schemas())(),
                     backend=_schema("backend", "name", backend, BACKEND_SCHEMAS)())
     try:
         cfg = OmegaConf.merge(OmegaConf.structured(schema), dict(data))
@@ -166,6 +156,10 @@ def _schema(group: str, key: str, node: Any, schemas: Mapping[str, type]) -> typ
         raise ConfigError(f"{group}.{key} is not set; choose one of {', '.join(schemas)} "
                           f"(e.g. {group}={next(iter(schemas))})")
     if value not in schemas:
+        broken = broken_kinds().get(value) if group == "reduction" else None
+        if broken:
+            raise ConfigError(f"{group}.{key}={value!r}: this reduction kind is installed but cannot be loaded "
+                              f"({broken})")
         raise ConfigError(f"{group}.{key}={value!r} is not allowed{_did_you_mean(str(value), schemas)}; "
                           f"allowed: {', '.join(schemas)}")
     return schemas[value]
@@ -173,7 +167,7 @@ def _schema(group: str, key: str, node: Any, schemas: Mapping[str, type]) -> typ
 
 def _check_choice_consistent(cfg: DictConfig) -> None:
     """``reduction.kind`` / ``backend.name`` must match the group config chosen (its schema)."""
-    for group, key, schemas in (("reduction", "kind", REDUCTION_SCHEMAS), ("backend", "name", BACKEND_SCHEMAS)):
+    for group, key, schemas in (("reduction", "kind", reduction_schemas()), ("backend", "name", BACKEND_SCHEMAS)):
         node = cfg.get(group)
         chosen = OmegaConf.get_type(node) if isinstance(node, DictConfig) else None
         value = node.get(key) if isinstance(node, DictConfig) else None

@@ -1,7 +1,9 @@
 """Config value checks: what a type annotation cannot say (ranges, choices, paths, Slurm times).
 
 :data:`_CHECKS` lists them as (key, check), one line each; a check runs when its key exists in the
-chosen schema, so one table serves every reduction kind and backend. A check raises
+chosen schema, so one table serves every backend. The reduction kind's keys are checked by the
+:class:`~reduction.step.KeyRule` its schema gives each field (choices, positive, pair, input file,
+range, pattern), with the same check functions. A check raises
 :class:`hpc.errors.ConfigError` naming the key and the value, or returns the normalised value (paths
 made absolute) to store in its place. Paths are checked to exist only with ``check_paths`` (a plan
 read on a machine without the data skips it). :func:`_check_values` also fills in the default
@@ -18,8 +20,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from .config_errors import _EXAMPLES, _did_you_mean
-from .config_schema import _FILE_KEYS, MERGE_MODES
+from reduction.step import get_kind, rules
+
+from .config_errors import _did_you_mean, _example
+from .config_schema import MERGE_MODES
 from .errors import ConfigError
 
 
@@ -30,19 +34,46 @@ def _check_missing(cfg: DictConfig) -> None:
         key = missing[0]
         others = f" (also not set: {', '.join(missing[1:])})" if len(missing) > 1 else ""
         raise ConfigError(f"{key} is mandatory and not set{others}: set it in your campaign file or on the "
-                          f"command line, e.g. {_EXAMPLES.get(key, key + '=<value>')}")
+                          f"command line, e.g. {_example(key, cfg.reduction.get('kind'))}")
 
 
 def _check_values(cfg: DictConfig, check_paths: bool) -> None:
-    """Apply each check of :data:`_CHECKS` whose key is present, storing its normalised value."""
-    for dotted, check in _CHECKS:
+    """Apply each check of :data:`_CHECKS` and of the reduction kind's key rules whose key is
+    present, storing its normalised value; fill in the default output folder."""
+    kind = get_kind(cfg.reduction.kind)
+    for dotted, check in [*_CHECKS, *_rule_checks(kind.schema)]:
         group, key = dotted.split(".")
         if key in cfg[group]:
             value = check(dotted, cfg[group][key], check_paths)
             if value is not _UNCHANGED:
                 cfg[group][key] = value
+    try:
+        kind.check_scans(cfg.campaign.scans)
+    except ValueError as err:
+        raise ConfigError(f"campaign.scans: {err}") from None
     if cfg.campaign.output is None:
-        cfg.campaign.output = str(_default_output(Path(cfg.campaign.raw_data), cfg.campaign.name))
+        cfg.campaign.output = str(kind.default_output(cfg.campaign.raw_data, cfg.campaign.name))
+
+
+def _rule_checks(schema: type) -> list[tuple[str, _Check]]:
+    """The checks a reduction kind's schema asks for, through the :class:`~reduction.step.KeyRule`
+    of each field: one vocabulary for every kind, applied here."""
+    checks: list[tuple[str, _Check]] = []
+    for name, rule in rules(schema).items():
+        key = f"reduction.{name}"
+        if rule.input_file:
+            checks.append((key, _file))
+        if rule.positive:
+            checks.append((key, _positive))
+        if rule.pair:
+            checks.append((key, _pair))
+        if rule.choices is not None:
+            checks.append((key, _choice(lambda options=rule.choices: options)))
+        if rule.between is not None:
+            checks.append((key, _between(*rule.between, rule.hint)))
+        if rule.pattern is not None:
+            checks.append((key, _pattern(rule.pattern, rule.hint)))
+    return checks
 
 
 _UNCHANGED = object()
@@ -66,31 +97,20 @@ def _choice(allowed: Callable[[], tuple[Any, ...]]) -> _Check:
     return check
 
 
-def _units() -> tuple[str, ...]:
-    from reduction.azint.units import RADIAL_UNITS
-    return tuple(RADIAL_UNITS)
+def _pattern(regex: str, hint: str) -> _Check:
+    def check(key: str, value: Any, check_paths: bool) -> Any:
+        if not re.fullmatch(regex, str(value)):
+            raise ConfigError(f"{key}={value!r} {hint or f'must match {regex}'}")
+        return _UNCHANGED
+    return check
 
 
-def _splittings() -> tuple[str, ...]:
-    from reduction.azint.integrator import SPLITTINGS
-    return tuple(SPLITTINGS)
-
-
-def _error_models() -> tuple[str | None, ...]:
-    from reduction.azint.integrator import ERROR_MODELS
-    return tuple(ERROR_MODELS)
-
-
-def _engines() -> tuple[str, ...]:
-    from reduction.azint.integrator import ENGINES
-    return ("auto", *ENGINES)
-
-
-def _device(key: str, value: Any, check_paths: bool) -> Any:
-    if not re.fullmatch(r"auto|cpu|gpu|\d+:\d+", str(value)):
-        raise ConfigError(f"{key}={value!r} must be auto, cpu, gpu or 'platform:device' indices such as '0:1' "
-                          "(see `xreduce selftest` for the devices found here)")
-    return _UNCHANGED
+def _between(low: float, high: float, hint: str) -> _Check:
+    def check(key: str, value: float | None, check_paths: bool) -> Any:
+        if value is not None and not low <= value <= high:
+            raise ConfigError(f"{key}={value} must be between {low:g} and {high:g}{f' ({hint})' if hint else ''}")
+        return _UNCHANGED
+    return check
 
 
 def _pair(key: str, value: Any, check_paths: bool) -> Any:
@@ -103,12 +123,6 @@ def _pair(key: str, value: Any, check_paths: bool) -> Any:
 
 def _finite(x: float) -> bool:
     return x - x == 0
-
-
-def _polarization(key: str, value: float | None, check_paths: bool) -> Any:
-    if value is not None and not -1.0 <= value <= 1.0:
-        raise ConfigError(f"{key}={value} must be between -1 and 1 (or null for no polarisation correction)")
-    return _UNCHANGED
 
 
 def _name(key: str, value: str, check_paths: bool) -> Any:
@@ -137,14 +151,6 @@ def _globs(key: str, value: list[str] | None, check_paths: bool) -> Any:
     return _UNCHANGED
 
 
-def _scans(key: str, value: str, check_paths: bool) -> Any:
-    """The syntax the planner reads (one grammar: :func:`reduction.io.bliss.parse_scan_selection`)."""
-    from reduction.io.bliss import ScanSelectionError, parse_scan_selection
-    try:
-        parse_scan_selection(value)
-    except ScanSelectionError as err:
-        raise ConfigError(f"{key}: {err}") from None
-    return _UNCHANGED
 
 
 def _absolute(path: str) -> Path:
@@ -180,15 +186,6 @@ def _output(key: str, value: str | None, check_paths: bool) -> Any:
     return str(path)
 
 
-def _default_output(raw_data: Path, name: str) -> Path:
-    """``<PROCESSED_DATA beside RAW_DATA>/xreduce/<name>``, else ``<raw_data>/../xreduce_output/<name>``."""
-    parts = raw_data.parts
-    if "RAW_DATA" in parts:
-        index = len(parts) - 1 - parts[::-1].index("RAW_DATA")
-        return Path(*parts[:index], "PROCESSED_DATA", "xreduce", name)
-    return raw_data.parent / "xreduce_output" / name
-
-
 _SLURM_TIME = re.compile(r"^(\d+|\d+:\d{1,2}|\d+:\d{1,2}:\d{1,2}|\d+-\d+|\d+-\d+:\d{1,2}|\d+-\d+:\d{1,2}:\d{1,2})$")
 
 
@@ -215,22 +212,9 @@ _CHECKS: list[tuple[str, _Check]] = [
     ("campaign.name", _name),
     ("campaign.raw_data", _directory),
     ("campaign.datasets", _globs),
-    ("campaign.scans", _scans),
     ("campaign.detector", _text),
     ("campaign.monitor", _text),
     ("campaign.output", _output),
-    ("reduction.engine", _choice(_engines)),
-    ("reduction.device", _device),
-    *((f"reduction.{key}", _file) for key in _FILE_KEYS),
-    ("reduction.unit", _choice(_units)),
-    ("reduction.npt", _positive),
-    ("reduction.npt_rad", _positive),
-    ("reduction.npt_azim", _positive),
-    ("reduction.radial_range", _pair),
-    ("reduction.azimuth_range", _pair),
-    ("reduction.splitting", _choice(_splittings)),
-    ("reduction.polarization_factor", _polarization),
-    ("reduction.error_model", _choice(_error_models)),
     ("backend.workers", _positive),
     ("backend.time", _slurm_time),
     ("backend.mode", _choice(lambda: ("array", "mpi"))),

@@ -19,14 +19,28 @@ from hydra.errors import HydraException, MissingConfigException, OverrideParseEx
 from omegaconf.errors import (ConfigAttributeError, ConfigKeyError, InterpolationResolutionError,
                               MissingMandatoryValue, OmegaConfBaseException, ValidationError)
 
-from .config_schema import BACKEND_SCHEMAS, REDUCTION_SCHEMAS, BackendConfig, ReductionConfig
-from .errors import ConfigError
+from reduction.step import ReductionConfig, get_kind, kinds, rules
 
-#: Example overrides shown when a mandatory value is missing.
+from .config_schema import BACKEND_SCHEMAS, BackendConfig
+from .errors import ConfigError, XReduceError
+
+#: Example overrides shown when a mandatory value is missing (a reduction kind gives its own: KeyRule.example).
 _EXAMPLES = {"campaign.name": "campaign.name=lab6_2024",
              "campaign.raw_data": "campaign.raw_data=/data/visitor/ma1234/id11/20240101/RAW_DATA",
-             "campaign.detector": "campaign.detector=pilatus",
-             "reduction.poni": "reduction.poni=/path/to/geometry.poni"}
+             "campaign.detector": "campaign.detector=pilatus"}
+
+
+def _example(key: str, kind: str | None = None) -> str:
+    """An example override setting ``key``, for a message about its missing value."""
+    group, _, name = key.partition(".")
+    if group == "reduction" and kind:
+        try:
+            example = rules(get_kind(kind).schema).get(name)
+        except XReduceError:
+            example = None
+        if example is not None and example.example:
+            return f"{key}={example.example}"
+    return _EXAMPLES.get(key, key + "=<value>")
 
 
 def _did_you_mean(value: str, options: typing.Iterable[Any]) -> str:
@@ -60,13 +74,13 @@ def _omegaconf_error(err: OmegaConfBaseException, where: str = "") -> ConfigErro
     schema = schema if dataclasses.is_dataclass(schema) else None
     where = f" {where}" if where else ""
     if isinstance(err, MissingMandatoryValue):
-        return ConfigError(f"{key} is mandatory and not set{where}: e.g. {_EXAMPLES.get(key, key + '=<value>')}")
+        return ConfigError(f"{key} is mandatory and not set{where}: e.g. {_example(key)}")
     if isinstance(err, (ConfigKeyError, ConfigAttributeError)) and schema is not None:
         valid = [f.name for f in dataclasses.fields(schema)]
         group = key.rpartition(".")[0]
         hint = ""
         if schema in (ReductionConfig, BackendConfig):
-            first = next(iter(REDUCTION_SCHEMAS if schema is ReductionConfig else BACKEND_SCHEMAS))
+            first = next(iter(kinds() if schema is ReductionConfig else BACKEND_SCHEMAS))
             hint = (f"; a {group} config of your own must extend a shipped one: start it with "
                     f"`defaults: [{first}, _self_]`")
         return ConfigError(f"unknown key {key}{where}{_did_you_mean(str(err.key), valid)}; valid keys of "

@@ -15,28 +15,27 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from .config_schema import _FILE_KEYS, Config
+from reduction.step import get_kind, rules
+
+from .config_schema import Config
 from .errors import ConfigError
 
 __all__ = ["config_hash", "to_dict", "to_yaml", "to_json"]
 
-#: Reduction keys that do not change the numbers (engines agree within float32 tolerance).
-_NOT_HASHED = ("engine", "device")
-
-
 def config_hash(cfg: Config) -> str:
     """sha256 (hex) of what determines the numbers of a result.
 
-    It covers the reduction group (resolved; all keys but ``engine`` and ``device``), the *content* of the PONI,
-    mask, dark and flat files (not their paths: editing a file in place changes the hash, moving it
-    does not), and ``campaign.detector`` / ``campaign.monitor`` (they choose the frames and their
+    It covers the reduction group (resolved; all keys but those the kind's schema marks
+    ``hashed=False``, such as ``engine`` and ``device``), the *content* of the input files it marks
+    ``input_file`` (PONI, mask, dark, flat: not their paths, so editing a file in place changes the
+    hash, moving it does not), and ``campaign.detector`` / ``campaign.monitor`` (they choose the frames and their
     normalisation). Not the backend, partition, merge or campaign output.
     """
     reduction = to_dict(cfg)["reduction"]
-    for key in _NOT_HASHED:
-        reduction.pop(key, None)
-    for key in _FILE_KEYS:
-        if reduction.get(key):
+    for key, rule in rules(get_kind(cfg.reduction.kind).schema).items():
+        if not rule.hashed:
+            reduction.pop(key, None)
+        elif rule.input_file and reduction.get(key):
             file, _, inner = reduction[key].partition("::")
             reduction[key] = {"sha256": _file_digest(key, file), "dataset": inner or None}
     payload = {"format": "xreduce-config-hash-1", "reduction": reduction,

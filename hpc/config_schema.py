@@ -1,24 +1,40 @@
 """The campaign configuration's schemas: one Hydra structured-config dataclass per config group.
 
-Every key a YAML file or an override may set is a typed field here, so an unknown key or a value of
-the wrong type fails before anything runs. ``reduction`` and ``backend`` have one schema per kind
-(:data:`REDUCTION_SCHEMAS`, :data:`BACKEND_SCHEMAS`), each extending a base dataclass holding the keys
-they share. The schemas are registered in Hydra's ConfigStore as ``schema/xreduce``,
+Every key a YAML file or an override may set is a typed field, so an unknown key or a value of the
+wrong type fails before anything runs. ``backend`` has one schema per backend (:data:`BACKEND_SCHEMAS`),
+each extending a base dataclass holding the keys they share; ``reduction`` has the schema of the
+chosen reduction kind, which the kind declares itself (:func:`reduction_schemas`, from the registry
+of :mod:`reduction.step`). The schemas are registered in Hydra's ConfigStore as ``schema/xreduce``,
 ``schema/reduction/<kind>`` and ``schema/backend/<name>`` on import; the shipped YAML files extend
-them in their ``defaults`` lists. :mod:`hpc.config` re-exports every name here.
+them in their ``defaults`` lists, and a kind without a shipped YAML file (another package's) is
+registered as ``reduction/<kind>`` itself. :mod:`hpc.config` re-exports every name here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-__all__ = ["Config", "CampaignConfig", "ReductionConfig", "AzintConfig", "Azint1dConfig", "Azint2dConfig",
-           "BackendConfig", "LocalBackendConfig", "SlurmBackendConfig", "SubmititBackendConfig",
-           "DaskBackendConfig", "MPIBackendConfig", "PartitionConfig", "MergeConfig", "REDUCTION_SCHEMAS",
-           "BACKEND_SCHEMAS", "MERGE_MODES"]
+from reduction.step import ReductionConfig, kinds
+
+from .errors import ConfigError
+
+__all__ = ["Config", "CampaignConfig", "BackendConfig", "LocalBackendConfig", "SlurmBackendConfig",
+           "SubmititBackendConfig", "DaskBackendConfig", "MPIBackendConfig", "PartitionConfig", "MergeConfig",
+           "BACKEND_SCHEMAS", "MERGE_MODES", "reduction_schemas", "shipped_config_dir"]
+
+
+def shipped_config_dir() -> Path:
+    """The ``configs/`` tree shipped with xreduce: ``hpc/configs`` in a wheel, ``configs/`` in a checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "configs", here.parent / "configs"):
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise ConfigError(f"xreduce's configs/ tree is missing (looked in {here / 'configs'} and "
+                      f"{here.parent / 'configs'}): the installation is broken, reinstall xreduce")
 
 
 @dataclass
@@ -32,51 +48,6 @@ class CampaignConfig:
     detector: str = MISSING                 # dataset name under /<scan>/measurement/
     monitor: str | None = None           # counter under measurement/ dividing each frame, or null
     output: str | None = None            # null: PROCESSED_DATA/xreduce/<name> beside RAW_DATA
-
-
-@dataclass
-class ReductionConfig:
-    """``reduction``: keys every reduction kind has. Each kind extends it (one schema per kind)."""
-
-    kind: str = MISSING
-    step: str = "reduction.azint.step.AzintStep"   # the step class ("module.Class") that runs this kind
-    engine: str = "auto"                    # auto | numpy | opencl
-    device: str = "auto"                    # OpenCL device: auto | cpu | gpu | "platform:device"
-
-
-@dataclass
-class AzintConfig(ReductionConfig):
-    """Azimuthal integration keys shared by ``azint1d`` and ``azint2d``."""
-
-    poni: str = MISSING                     # pyFAI PONI file
-    mask: str | None = None              # .npy, or "file.h5::/dataset"; nonzero = masked
-    dark: str | None = None
-    flat: str | None = None
-    unit: str = "q_nm^-1"
-    radial_range: list[float] | None = None      # [min, max] in `unit`
-    azimuth_range: list[float] | None = None     # [min, max] in degrees
-    splitting: str = "bbox"
-    polarization_factor: float | None = None     # in [-1, 1]; null: no polarisation correction
-    solid_angle: bool = True
-    error_model: str | None = "poisson"          # or null: no variance propagated
-
-
-@dataclass
-class Azint1dConfig(AzintConfig):
-    """``reduction=azint1d``: one pattern I(radial) per frame."""
-
-    kind: str = "azint1d"
-    npt: int = 1000
-
-
-@dataclass
-class Azint2dConfig(AzintConfig):
-    """``reduction=azint2d``: one cake I(χ, radial) per frame."""
-
-    kind: str = "azint2d"
-    unit: str = "2th_deg"
-    npt_rad: int = 500
-    npt_azim: int = 360
 
 
 @dataclass
@@ -195,29 +166,33 @@ class Config:
     """The whole configuration: one node per config group."""
 
     campaign: CampaignConfig = field(default_factory=CampaignConfig)
-    reduction: ReductionConfig = MISSING
+    reduction: ReductionConfig = MISSING     # the chosen kind's schema (reduction.step.kinds())
     backend: BackendConfig = MISSING
     partition: PartitionConfig = field(default_factory=PartitionConfig)
     merge: MergeConfig = field(default_factory=MergeConfig)
 
 
-#: reduction.kind → schema. A new kind is a new step class (``reduction.azint.step``) plus one schema here.
-REDUCTION_SCHEMAS: dict[str, type[ReductionConfig]] = {"azint1d": Azint1dConfig, "azint2d": Azint2dConfig}
 #: backend.name → schema. A new backend adds its dataclass (extending BackendConfig) here.
 BACKEND_SCHEMAS: dict[str, type[BackendConfig]] = {"local": LocalBackendConfig, "slurm": SlurmBackendConfig,
                                                    "submitit": SubmititBackendConfig, "mpi": MPIBackendConfig,
                                                    "dask": DaskBackendConfig}
 MERGE_MODES = ("vds", "copy")
-#: Reduction keys naming a file: checked to exist, and its content (not path) enters the config hash.
-_FILE_KEYS = ("poni", "mask", "dark", "flat")
+
+
+def reduction_schemas() -> dict[str, type]:
+    """reduction.kind → schema, for every registered kind (:func:`reduction.step.kinds`)."""
+    return {name: kind.schema for name, kind in kinds().items()}
 
 
 def _register_schemas() -> None:
     """Store the schemas as ``schema/...`` in Hydra's ConfigStore (the YAML files extend them)."""
     store = ConfigStore.instance()
     store.store(group="schema", name="xreduce", node=Config)
-    for kind, schema in REDUCTION_SCHEMAS.items():
+    shipped = shipped_config_dir() / "reduction"
+    for kind, schema in reduction_schemas().items():
         store.store(group="schema/reduction", name=kind, node=schema)
+        if not (shipped / f"{kind}.yaml").is_file():  # a kind of another package: `reduction=<kind>` as is
+            store.store(group="reduction", name=kind, node=schema)
     for name, schema in BACKEND_SCHEMAS.items():
         store.store(group="schema/backend", name=name, node=schema)
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
-from .config_schema import _FILE_KEYS  # reduction keys naming input files: the jobs must see their folders
+from reduction.step import get_kind, rules
+
 from .errors import ConfigError
 
 __all__ = ["Container", "IMAGE_VARIABLES", "running_image", "find_image", "parse_binds", "campaign_binds", "merge_binds",
@@ -79,7 +80,8 @@ def campaign_binds(config: Mapping[str, Any]) -> list[str]:
     """The folders a worker reads and writes: raw data, output, and the folders of the input files."""
     campaign, reduction = config.get("campaign", {}), config.get("reduction", {})
     paths = [campaign.get("raw_data"), campaign.get("output")]
-    for key in _FILE_KEYS:
+    inputs = [name for name, rule in rules(get_kind(reduction["kind"]).schema).items() if rule.input_file]
+    for key in inputs:  # the reduction kind's input files (PONI, mask ...): the jobs must see their folders
         value = reduction.get(key)
         if value:
             paths.append(str(PurePosixPath(str(value).partition("::")[0]).parent))

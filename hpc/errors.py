@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from reduction.errors import XReduceError
 
-__all__ = ["XReduceError", "ConfigError", "PlanError", "BackendError", "ChunkFailedError"]
+__all__ = ["XReduceError", "ConfigError", "PlanError", "BackendError"]
 
 
 class ConfigError(XReduceError):
@@ -22,7 +22,3 @@ class PlanError(XReduceError):
 
 class BackendError(XReduceError):
     """A backend cannot run, submit to or query its scheduler (local pool, Slurm, Dask, MPI)."""
-
-
-class ChunkFailedError(XReduceError):
-    """One or more chunks failed; their error records hold the tracebacks."""

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from reduction.io import bliss
 from reduction.errors import XReduceError
+from reduction.step import Kind, atomic_output, get_kind
 
 from .errors import PlanError
 
@@ -72,48 +71,55 @@ class Plan:
     def nframes(self) -> int:
         return sum(c.nframes for c in self.chunks)
 
+    @cached_property
+    def config_json(self) -> str:
+        """The resolved config as JSON (sorted keys), serialised once: what chunk files and masters record."""
+        return json.dumps(self.config, sort_keys=True)
+
+    @property
+    def kind(self) -> Kind:
+        """The reduction kind of this plan's config."""
+        return get_kind(self.config["reduction"]["kind"])
+
     def to_json(self) -> str:
         data = asdict(self)
         data["format"] = _FORMAT
         return json.dumps(data, indent=1)
 
 
-def _experiment(dataset: Path, campaign: str) -> str:
-    return bliss.experiment_of(dataset) or campaign
-
-
 def make_plan(cfg: Any, config_hash: str, config: dict[str, Any]) -> Plan:
-    """Discover datasets and finished scans of the campaign and cut them into chunks."""
+    """Discover datasets and finished scans of the campaign and cut them into chunks, as the
+    reduction kind says (raw-data layout, frame ranges or whole scans)."""
     camp = cfg.campaign
+    kind = get_kind(cfg.reduction.kind)
     per_chunk = int(cfg.partition.frames_per_chunk)
-    datasets = bliss.find_datasets(Path(camp.raw_data), list(camp.datasets) if camp.datasets else None)
+    datasets = kind.datasets(camp.raw_data, list(camp.datasets) if camp.datasets else None)
     if not datasets:
         patterns = ", ".join(camp.datasets or ["(default: every dataset master file)"])
         raise PlanError(f"no dataset master file under campaign.raw_data = {camp.raw_data} matches "
                         f"campaign.datasets = {patterns}")
     chunks: list[Chunk] = []
     pending: list[dict[str, str]] = []
-    for dataset in datasets:
-        experiment = _experiment(dataset, camp.name)
+    for dataset in map(str, datasets):
+        experiment = kind.experiment(dataset) or camp.name
         try:
-            scans = bliss.read_scans(dataset, camp.detector, camp.monitor, camp.scans)
+            scans = kind.scans(dataset, camp.detector, camp.monitor, camp.scans)
         except XReduceError as exc:  # e.g. BLISS is creating the file right now: try again next run
-            pending.append({"dataset": str(dataset), "scan": "*", "reason": f"unreadable master file: {exc}"})
+            pending.append({"dataset": dataset, "scan": "*", "reason": f"unreadable master file: {exc}"})
             continue
         for scan in scans:
-            base = dict(dataset=str(dataset), experiment=experiment, scan=scan.scan, detector=camp.detector,
+            base = dict(dataset=dataset, experiment=experiment, scan=scan.scan, detector=camp.detector,
                         monitor=camp.monitor, energy_kev=scan.energy_kev)
             if not scan.finished:
-                pending.append({"dataset": str(dataset), "scan": scan.scan, "reason": "no end_time: still running"})
+                pending.append({"dataset": dataset, "scan": scan.scan, "reason": "no end_time: still running"})
                 continue
             if scan.problem or not scan.nframes:
                 problem = scan.problem or "scan has no frames"
-                chunks.append(Chunk(id=chunk_id(str(dataset), scan.scan, 0, 0, config_hash), start=0, stop=0,
+                chunks.append(Chunk(id=chunk_id(dataset, scan.scan, 0, 0, config_hash), start=0, stop=0,
                                     nframes_scan=0, problem=problem, **base))
                 continue
-            for start in range(0, scan.nframes, per_chunk):
-                stop = min(start + per_chunk, scan.nframes)
-                chunks.append(Chunk(id=chunk_id(str(dataset), scan.scan, start, stop, config_hash), start=start,
+            for start, stop in kind.partition(scan.nframes, per_chunk):
+                chunks.append(Chunk(id=chunk_id(dataset, scan.scan, start, stop, config_hash), start=start,
                                     stop=stop, nframes_scan=scan.nframes, **base))
     return Plan(campaign=camp.name, output=str(camp.output), config_hash=config_hash, config=config,
                 chunks=chunks, pending_scans=pending, groups=[[i] for i in range(len(chunks))],
@@ -122,16 +128,9 @@ def make_plan(cfg: Any, config_hash: str, config: dict[str, Any]) -> Plan:
 
 def write_plan(plan: Plan, output: Path) -> Path:
     """Write ``<output>/plan.json`` atomically (temp name, then rename) and return its path."""
-    output.mkdir(parents=True, exist_ok=True)
     path = output / PLAN_NAME
-    fd, tmp = tempfile.mkstemp(prefix=".plan.", suffix=".tmp", dir=output)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(plan.to_json())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as tmp:
+        tmp.write_text(plan.to_json(), encoding="utf-8")
     return path
 
 

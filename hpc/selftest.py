@@ -24,12 +24,16 @@ from typing import Any
 
 import numpy as np
 
-from .cli import REQUIRABLE, installed_version
+from reduction.step import FAILED, OK, UNAVAILABLE, broken_kinds, kinds
+from reduction.step import SelfCheck as Check
+
+from .about import REQUIRABLE, installed_version
 from .container import running_image
 
 __all__ = ["Check", "Report", "REQUIRABLE", "run_selftest", "format_report", "report_json"]
 
-OK, UNAVAILABLE, FAILED = "ok", "unavailable", "failed"
+#: Checks of the installation itself (the rest are the reduction kinds' and MPI).
+_CORE_CHECKS = ("imports", "hdf5plugin")
 #: Modules every installation needs (the core dependencies of pyproject.toml).
 CORE_MODULES = ("numpy", "scipy", "h5py", "hdf5plugin", "matplotlib", "hydra", "omegaconf", "tqdm")
 #: Distributions whose versions are reported (None: not installed).
@@ -38,15 +42,6 @@ PACKAGES = ("numpy", "scipy", "h5py", "hdf5plugin", "hydra-core", "mpi4py", "pyo
 #: The flat test image: two frames of constant counts; with solid angle off, every bin holds them.
 FLAT_COUNTS = (7, 3)
 _SHAPE = (48, 64)
-
-
-@dataclass
-class Check:
-    """One capability and how it fared; ``detail`` says what was found or why it failed."""
-
-    name: str
-    status: str
-    detail: str
 
 
 @dataclass
@@ -60,7 +55,7 @@ class Report:
     packages: dict[str, str | None]
     hdf5: str | None
     mpi_library: str | None
-    opencl_devices: list[str]
+    facts: dict[str, list[str]] = field(default_factory=dict)  # from the kinds' selftests, e.g. OpenCL devices
     checks: list[Check] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -125,68 +120,6 @@ def _hdf5_roundtrip(workdir: Path) -> Check:
     return Check("hdf5plugin", OK, f"bitshuffle-LZ4 dataset written and read back (filters: {shown})")
 
 
-def _flat_geometry() -> Any:
-    from reduction import Geometry
-    from reduction.azint.detectors import Detector
-
-    detector = Detector("Detector", 100e-6, 100e-6, _SHAPE)
-    return Geometry(dist=0.1, poni1=2.45e-3, poni2=3.15e-3, wavelength=1e-10, detector=detector)
-
-
-def _flat_integration(engine: str, device: str | None, rtol: float) -> tuple[Check, np.ndarray | None]:
-    """Integrate flat frames: every bin must hold the counts, signal and pixels be conserved."""
-    name = f"engine {engine}" + (f" ({device})" if device not in (None, "auto") else "")
-    from reduction import Integrator
-    from reduction.errors import EngineUnavailable
-
-    frames = np.stack([np.full(_SHAPE, c, dtype=np.uint32) for c in FLAT_COUNTS])
-    npix = _SHAPE[0] * _SHAPE[1]
-    try:
-        integ = Integrator(_flat_geometry(), engine=engine, device=device, cache_dir=False)
-        res = integ.integrate1d(frames, npt=24, unit="2th_deg", splitting="bbox", solid_angle=False)
-    except EngineUnavailable as exc:
-        return Check(name, UNAVAILABLE, str(exc)), None
-    except ImportError as exc:
-        return Check(name, UNAVAILABLE, f"{type(exc).__name__}: {exc}"), None
-    except Exception as exc:
-        return Check(name, FAILED, f"{type(exc).__name__}: {exc}"), None
-    expected = np.array(FLAT_COUNTS, dtype=float)[:, None]
-    problems = []
-    filled = int(np.isfinite(res.intensity).all(axis=0).sum())
-    if filled != 24:
-        problems.append(f"{24 - filled} of 24 bins empty")
-    if not np.allclose(res.intensity, expected, rtol=rtol, equal_nan=False):
-        worst = float(np.nanmax(np.abs(res.intensity - expected) / expected))
-        problems.append(f"intensity differs from the flat counts {FLAT_COUNTS} by up to {worst:.2e} (relative)")
-    if not np.allclose(res.signal.sum(axis=1), expected[:, 0] * npix, rtol=rtol):
-        problems.append(f"signal not conserved: {res.signal.sum(axis=1)} != {expected[:, 0] * npix}")
-    if not np.allclose(res.normalization.sum(axis=1), npix, rtol=rtol):
-        problems.append(f"pixels not conserved: {res.normalization.sum(axis=1)} != {npix}")
-    if problems:
-        return Check(name, FAILED, "flat image: " + "; ".join(problems)), res.intensity
-    return Check(name, OK, f"flat frames {FLAT_COUNTS} → the same counts in 24/24 bins, signal and "
-                           f"{npix} pixels conserved (rtol {rtol:g})"), res.intensity
-
-
-def _opencl_devices() -> tuple[list[str], str | None]:
-    """The OpenCL devices as text, or the reason there are none."""
-    try:
-        from reduction.azint.engines.device import list_devices
-
-        return [str(info) for info, _ in list_devices()], None
-    except Exception as exc:  # ImportError (no pyopencl), EngineUnavailable (no ICD/platform)
-        return [], f"{type(exc).__name__}: {exc}".replace("EngineUnavailable: ", "")
-
-
-def _opencl_device_used(request: str) -> str:
-    try:
-        from reduction.azint.engines.device import open_device
-
-        return f" on {open_device(request)[0]}"
-    except Exception:
-        return ""
-
-
 _MPI_PROBE = ("import mpi4py; mpi4py.rc.initialize = False; mpi4py.rc.finalize = False\n"
               "from mpi4py import MPI\nprint(MPI.Get_library_version().strip().splitlines()[0].strip())")
 
@@ -194,17 +127,17 @@ _MPI_PROBE = ("import mpi4py; mpi4py.rc.initialize = False; mpi4py.rc.finalize =
 def _mpi() -> tuple[Check, str | None]:
     """mpi4py and the MPI library it loads, probed in a child process (no MPI_Init here)."""
     if _version("mpi4py") is None:
-        return Check("mpi", UNAVAILABLE, "mpi4py is not installed (pip install 'xreduce[mpi]')"), None
+        return Check("mpi", UNAVAILABLE, "mpi4py is not installed (pip install 'xreduce[mpi]')", "mpi"), None
     try:
         done = subprocess.run([sys.executable, "-c", _MPI_PROBE], capture_output=True, text=True, timeout=60)
     except subprocess.TimeoutExpired:
-        return Check("mpi", FAILED, "loading the MPI library took more than 60 s"), None
+        return Check("mpi", FAILED, "loading the MPI library took more than 60 s", "mpi"), None
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
         return Check("mpi", UNAVAILABLE, f"mpi4py cannot load an MPI library: {last} (install Open MPI: "
-                                         "apt-get install openmpi-bin)"), None
+                                         "apt-get install openmpi-bin)", "mpi"), None
     library = done.stdout.replace("\0", "").strip()  # Open MPI ends the string with a NUL
-    return Check("mpi", OK, f"mpi4py {_version('mpi4py')} with {library}"), library
+    return Check("mpi", OK, f"mpi4py {_version('mpi4py')} with {library}", "mpi"), library
 
 
 # -- the report ------------------------------------------------------------------------------
@@ -216,14 +149,14 @@ def run_selftest(require: tuple[str, ...] | list[str] = (), device: str = "auto"
     ----------
     require : parts that must work here (``opencl``, ``gpu``, ``mpi``): their ``unavailable``
         becomes ``failed``.
-    device : the OpenCL device the opencl engine check runs on (``auto``, ``cpu``, ``gpu``, ``P:D``).
+    device : the OpenCL device the kinds' opencl engine checks run on (``auto``, ``cpu``, ``gpu``, ``P:D``).
     workdir : where the HDF5 test file goes (default: a temporary folder, removed after).
 
     Example
     -------
     >>> report = run_selftest(require=["opencl"])
-    >>> report.ok, [c.status for c in report.checks]
-    (True, ['ok', 'ok', 'ok', 'ok', 'ok'])
+    >>> report.ok, [c.name for c in report.checks if c.status == "ok"][:4]
+    (True, ['imports', 'hdf5plugin', 'azint1d numpy', 'azint1d opencl'])
     """
     unknown = sorted(set(require) - set(REQUIRABLE))
     if unknown:
@@ -233,53 +166,24 @@ def run_selftest(require: tuple[str, ...] | list[str] = (), device: str = "auto"
 
     report = Report(xreduce=installed_version(), python=platform.python_version(), executable=sys.executable,
                     image=_image(), packages={name: _version(name) for name in PACKAGES},
-                    hdf5=h5py.version.hdf5_version, mpi_library=None, opencl_devices=[])
+                    hdf5=h5py.version.hdf5_version, mpi_library=None)
     report.checks.append(_imports())
     with tempfile.TemporaryDirectory(prefix="xreduce-selftest-", dir=workdir) as tmp:
         report.checks.append(_hdf5_roundtrip(Path(tmp)))
-    numpy_check, reference = _flat_integration("numpy", None, rtol=1e-9)
-    report.checks.append(numpy_check)
-
-    report.opencl_devices, no_devices = _opencl_devices()
-    if no_devices:
-        report.checks.append(Check("engine opencl", UNAVAILABLE, no_devices))
-    else:
-        check, values = _flat_integration("opencl", device, rtol=1e-5)
-        if check.status == OK:
-            check.detail += _opencl_device_used(device)
-            if reference is not None and not np.allclose(values, reference, rtol=1e-5):
-                check = Check(check.name, FAILED, "results differ from the numpy engine beyond float32 tolerance")
-        report.checks.append(check)
-    gpus = [d for d in report.opencl_devices if "(gpu," in d]
-    if device != "gpu" and ("gpu" in require or (gpus and device == "auto")):
-        if gpus:
-            check, _ = _flat_integration("opencl", "gpu", rtol=1e-5)
-            if check.status == OK:
-                check.detail += _opencl_device_used("gpu")
-        else:
-            check = Check("engine opencl (gpu)", UNAVAILABLE,
-                          "no OpenCL GPU visible (on a GPU node: request one from Slurm, and in the image "
-                          "run `apptainer exec --nv`)")
-        report.checks.append(check)
+    for name, kind in kinds().items():  # each reduction kind's known answer, on each engine it has
+        result = kind.selftest(device, require)
+        report.checks += result.checks
+        report.facts.update(result.facts)
+    report.checks += [Check(f"kind {name}", FAILED, reason) for name, reason in broken_kinds().items()]
 
     mpi_check, report.mpi_library = _mpi()
     report.checks.append(mpi_check)
     for check in report.checks:
-        wanted = _part(check.name)
-        if check.status == UNAVAILABLE and wanted in require:
+        if check.status == UNAVAILABLE and check.part in require:
             check.status = FAILED
-            check.detail += f" (required: --require {wanted})"
+            check.detail += f" (required: --require {check.part})"
     report.seconds = time.perf_counter() - start
     return report
-
-
-def _part(check_name: str) -> str | None:
-    """The ``--require`` name a check answers for."""
-    if check_name == "engine opencl (gpu)":
-        return "gpu"
-    if check_name.startswith("engine opencl"):
-        return "opencl"
-    return "mpi" if check_name == "mpi" else None
 
 
 def format_report(report: Report) -> str:
@@ -292,16 +196,16 @@ def format_report(report: Report) -> str:
              f"  packages  {packages}, HDF5 {report.hdf5}",
              f"  missing   {', '.join(absent) if absent else 'none'}",
              f"  MPI       {report.mpi_library or 'none'}"]
-    devices = report.opencl_devices or ["none"]
-    lines += [f"  OpenCL    {devices[0]}"] + [f"            {d}" for d in devices[1:]]
+    for fact, values in report.facts.items():
+        values = values or ["none"]
+        lines += [f"  {fact:<9} {values[0]}"] + [f"            {v}" for v in values[1:]]
     width = max(len(c.name) for c in report.checks)
     lines.append("checks")
     lines += [f"  {c.status:<12} {c.name:<{width}}  {c.detail}" for c in report.checks]
-    engines = [c.name.removeprefix("engine ") for c in report.checks
-               if c.name.startswith("engine") and c.status == OK]
+    working = [c.name for c in report.checks if c.status == OK and c.name not in _CORE_CHECKS]
     counts = {s: sum(c.status == s for c in report.checks) for s in (OK, UNAVAILABLE, FAILED)}
     verdict = "passed" if report.ok else "FAILED"
-    lines.append(f"engines working: {', '.join(engines) or 'none'}")
+    lines.append(f"working: {', '.join(working) or 'none'}")
     lines.append(f"selftest {verdict}: {counts[OK]} ok, {counts[UNAVAILABLE]} unavailable, {counts[FAILED]} failed "
                  f"in {report.seconds:.1f} s" + (" (--require makes an unavailable part a failure)"
                                                   if counts[UNAVAILABLE] else ""))

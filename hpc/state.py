@@ -11,14 +11,13 @@ from __future__ import annotations
 import json
 import os
 import socket
-import tempfile
 import traceback
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from reduction.azint.chunkfile import chunk_matches
+from reduction.step import atomic_output
 
 from .plan import Chunk, Plan
 
@@ -67,9 +66,10 @@ def _read_error(path: Path) -> str:
 def chunk_states(plan: Plan, output: Path) -> list[ChunkState]:
     """The state of every chunk of ``plan``, from the files under ``output``."""
     states = []
+    kind = plan.kind
     for chunk in plan.chunks:
         paths = ChunkPaths(output, chunk.id)
-        if chunk_matches(paths.result, chunk.id, plan.config_hash):
+        if kind.is_done(paths.result, chunk.id, plan.config_hash):
             states.append(ChunkState(chunk, DONE))
         elif paths.error.exists():
             states.append(ChunkState(chunk, FAILED, _read_error(paths.error)))
@@ -79,11 +79,8 @@ def chunk_states(plan: Plan, output: Path) -> list[ChunkState]:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=1)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
 
 
 def record_failure(paths: ChunkPaths, chunk: Chunk, exc: BaseException, *, reason: str | None = None) -> None:

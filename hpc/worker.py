@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from reduction.step import Step
+
 from .plan import Chunk, Plan, read_plan
 from .state import ChunkPaths, clear_failure, record_failure
-from .step import Step, load_step
 
 __all__ = ["Outcome", "process_chunk", "StepCache", "chunk_task"]
 
@@ -37,28 +37,29 @@ class StepCache:
 
     def get(self, plan: Plan) -> Step:
         if plan.config_hash not in self._steps:
-            self._steps[plan.config_hash] = load_step(plan.config["reduction"])
+            self._steps[plan.config_hash] = plan.kind.open(plan.config["reduction"])
         return self._steps[plan.config_hash]
+
+    def put(self, plan: Plan, step: Step) -> None:
+        """Keep a step built already (e.g. while validating the config), so it is not built again."""
+        self._steps[plan.config_hash] = step
 
 
 def process_chunk(plan: Plan, chunk: Chunk, steps: StepCache) -> Outcome:
     """Reduce one chunk unless it is already done; never raises for a chunk's own failure."""
-    from reduction.azint.chunkfile import chunk_matches
-
     paths = ChunkPaths(Path(plan.output), chunk.id)
-    if chunk_matches(paths.result, chunk.id, plan.config_hash):
+    if plan.kind.is_done(paths.result, chunk.id, plan.config_hash):
         return Outcome(chunk.id, True, 0, 0.0, "already done")
     start = time.perf_counter()
     try:
         step = steps.get(plan)
-        nframes = step(asdict(chunk), paths.result, config_hash=plan.config_hash,
-                       config_json=json.dumps(plan.config, sort_keys=True))
+        nframes = step(asdict(chunk), paths.result, config_hash=plan.config_hash, config_json=plan.config_json)
     except Exception as exc:  # the chunk fails, the campaign goes on
         log.debug("chunk %s failed", chunk.id, exc_info=True)
         record_failure(paths, chunk, exc)
         return Outcome(chunk.id, False, 0, time.perf_counter() - start, f"{type(exc).__name__}: {exc}")
     clear_failure(paths)
-    return Outcome(chunk.id, True, nframes, time.perf_counter() - start, engine=getattr(step, "engine_used", ""))
+    return Outcome(chunk.id, True, nframes, time.perf_counter() - start, engine=step.engine_used)
 
 
 _PLANS: dict[str, Plan] = {}

@@ -11,13 +11,14 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import scipy.sparse
+
+from reduction.io.files import atomic_output
 
 __all__ = ["MatrixCache", "default_cache_dir", "spec_key"]
 
@@ -84,18 +85,11 @@ class MatrixCache:
 
         A cache that cannot be written only costs a rebuild later.
         """
+        bounds_array = np.asarray(bounds, dtype=np.float64)
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=self.directory)
-            with os.fdopen(fd, "wb") as handle:
-                bounds_array = np.asarray(bounds, dtype=np.float64)
+            with atomic_output(self.path(key)) as tmp, open(tmp, "wb") as handle:
                 np.savez(handle, format=_FORMAT, key=key, data=matrix.data, indices=matrix.indices,
                          indptr=matrix.indptr, shape=np.asarray(matrix.shape), bounds=bounds_array,
                          crc=_crc(matrix.data, matrix.indices, matrix.indptr, bounds_array))
-            os.replace(tmp, self.path(key))
         except OSError as exc:
             log.warning("cannot write matrix cache in %s (%s); continuing without it", self.directory, exc)
-            try:
-                os.unlink(tmp)
-            except (OSError, UnboundLocalError):
-                pass

@@ -24,10 +24,11 @@ import h5py
 import numpy as np
 
 from reduction.errors import OutputError
+from reduction.io.files import PendingFile
 from .result import IntegrationResult
 
 __all__ = ["ChunkMeta", "ChunkWriter", "write_chunk", "read_chunk", "read_chunk_meta", "read_chunk_header",
-           "chunk_matches", "open_chunk", "fsync_file", "FORMAT", "KINDS", "FRAME_FIELDS"]
+           "chunk_matches", "open_chunk", "FORMAT", "KINDS", "FRAME_FIELDS"]
 
 #: Written as the root attribute ``format``; a file without it is not a chunk file.
 FORMAT = "xreduce-chunk-1"
@@ -91,8 +92,8 @@ class ChunkWriter:
             for offset, result in blocks:        # offset: first frame of the block, from frame_start
                 writer.write(offset, result)
 
-    The file is ``<path>.tmp-<pid>`` until the ``with`` block ends without an exception and all
-    ``meta.nframes`` frames were written; then it is renamed to ``path`` (atomic, replacing an
+    The file has a temporary name (:class:`~reduction.io.files.PendingFile`) until the ``with``
+    block ends without an exception and all ``meta.nframes`` frames were written; then it is renamed to ``path`` (atomic, replacing an
     older result). On an exception, or if frames are missing, the temporary file is removed and
     ``path`` is left untouched.
     """
@@ -101,7 +102,7 @@ class ChunkWriter:
         _check_meta(meta)
         self.path = Path(path)
         self.meta = meta
-        self.tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
+        self._pending: PendingFile | None = None
         self._file: h5py.File | None = None
         self._written = np.zeros(meta.nframes, dtype=bool)
         self._axes: dict[str, np.ndarray] | None = None
@@ -111,16 +112,17 @@ class ChunkWriter:
         from reduction import __version__
 
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = h5py.File(self.tmp, "w")
+            self._pending = PendingFile(self.path)
+            self._file = h5py.File(self._pending.tmp, "w")
             self._write_header(__version__)
         except BaseException as exc:
             if self._file is not None:
                 self._file.close()
                 self._file = None
-            self.tmp.unlink(missing_ok=True)
+            if self._pending is not None:
+                self._pending.discard()
             if isinstance(exc, OSError):
-                raise OutputError(f"cannot create chunk file {self.tmp}: {exc}") from exc
+                raise OutputError(f"cannot create chunk file {self.path}: {exc}") from exc
             raise
         return self
 
@@ -141,32 +143,35 @@ class ChunkWriter:
         if meta.monitor is not None:
             f.create_dataset("monitor", data=np.asarray(meta.monitor, dtype=np.float64))
 
+    @property
+    def tmp(self) -> Path:
+        """Where the file is written until it is complete."""
+        assert self._pending is not None, "ChunkWriter used outside of its `with` block"
+        return self._pending.tmp
+
     def __exit__(self, exc_type, exc, tb) -> None:
-        assert self._file is not None
+        assert self._file is not None and self._pending is not None
+        file, self._file = self._file, None
         try:
-            self._file.close()
-        except Exception as close_exc:  # noqa: BLE001 - e.g. disk full while flushing
-            self.tmp.unlink(missing_ok=True)
+            try:
+                file.close()
+            except Exception as close_exc:  # noqa: BLE001 - e.g. disk full while flushing
+                if exc_type is None:
+                    raise OutputError(f"cannot write chunk file {self.tmp}: {close_exc}") from close_exc
+                return
             if exc_type is not None:
                 return
-            raise OutputError(f"cannot write chunk file {self.tmp}: {close_exc}") from close_exc
+            if not self._written.all():
+                missing = np.flatnonzero(~self._written)
+                raise OutputError(f"chunk {self.meta.chunk_id}: {len(missing)} of {self.meta.nframes} frames were "
+                                  f"never written (first: frame {self.meta.frame_start + int(missing[0])}); "
+                                  f"{self.path} not written")
+            try:
+                self._pending.commit()  # on disk before it counts as done: a node may die right after
+            except OSError as err:
+                raise OutputError(f"cannot rename {self.tmp} to {self.path}: {err}") from err
         finally:
-            self._file = None
-        if exc_type is not None:
-            self.tmp.unlink(missing_ok=True)
-            return
-        if not self._written.all():
-            self.tmp.unlink(missing_ok=True)
-            missing = np.flatnonzero(~self._written)
-            raise OutputError(f"chunk {self.meta.chunk_id}: {len(missing)} of {self.meta.nframes} frames were never "
-                              f"written (first: frame {self.meta.frame_start + int(missing[0])}); {self.path} not "
-                              "written")
-        try:
-            fsync_file(self.tmp)  # on disk before it counts as done: a node may die right after
-            os.replace(self.tmp, self.path)
-        except OSError as exc:
-            self.tmp.unlink(missing_ok=True)
-            raise OutputError(f"cannot rename {self.tmp} to {self.path}: {exc}") from exc
+            self._pending.discard()
 
     # -- data ------------------------------------------------------------------------------
     def note_engine(self, engine: str) -> None:
@@ -231,15 +236,6 @@ def write_chunk(path: Path | str, result: IntegrationResult, meta: ChunkMeta) ->
                           f"{np.shape(result.intensity)}")
     with ChunkWriter(path, meta) as writer:
         writer.write(0, result)
-
-
-def fsync_file(path: Path | str) -> None:
-    """Flush a closed file's data to disk (before renaming it into place)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # -- reading ---------------------------------------------------------------------------------

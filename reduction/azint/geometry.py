@@ -17,7 +17,7 @@ import numpy as np
 
 from .detectors import Detector, detector_from_name
 from reduction.errors import GeometryError
-from reduction.io.poni import format_poni, read_poni
+from reduction.io.poni import format_poni, parse_poni, read_poni
 from .splitting import PixelPositions
 from .units import radial_unit
 
@@ -76,9 +76,10 @@ class Geometry:
 
     # -- construction and persistence ------------------------------------------------------
     @classmethod
-    def from_poni(cls, path: str | Path) -> Geometry:
-        """Read a pyFAI PONI file (version 1, 2, 2.1 or 3 without parallax)."""
-        values = read_poni(path)
+    def from_poni(cls, path: str | Path, text: str | None = None) -> Geometry:
+        """Read a pyFAI PONI file (version 1, 2, 2.1 or 3 without parallax); ``text``: its content
+        when the caller has read it already (then the file is not read again)."""
+        values = read_poni(path) if text is None else parse_poni(text, source=str(path))
         try:
             detector = detector_from_name(values["detector"], values["detector_config"])
         except GeometryError as exc:

@@ -21,6 +21,7 @@ import numpy as np
 import scipy.sparse
 
 from .cache import MatrixCache, spec_key
+from .config import ENGINE_NAMES, ERROR_MODELS
 from .engines import NumpyEngine, OpenCLEngine
 from reduction.errors import EngineUnavailable, IntegrationError
 from .geometry import Geometry
@@ -32,8 +33,7 @@ __all__ = ["Integrator"]
 
 log = logging.getLogger(__name__)
 
-ERROR_MODELS = (None, "poisson")
-ENGINES = {"numpy": NumpyEngine, "opencl": OpenCLEngine}
+ENGINES = dict(zip(ENGINE_NAMES, (NumpyEngine, OpenCLEngine)))
 
 #: Engine messages already logged (once per process, not once per integrator).
 _LOGGED: set[str] = set()

@@ -63,9 +63,13 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .chunkfile import fsync_file, open_chunk, read_chunk_header
+from .chunkfile import open_chunk, read_chunk_header
 from reduction.errors import GeometryError, OutputError
+from reduction.io.bliss import HC_KEV_ANGSTROM
+from reduction.io.files import atomic_output
 from reduction.io.poni import parse_poni
+
+from .units import r_mm_problem
 
 __all__ = ["EntrySpec", "MissingChunk", "EntryReport", "MergeReport", "write_master", "write_preview",
            "MODES", "RADIAL_UNITS_NEXUS"]
@@ -75,7 +79,6 @@ PROGRAM = "xreduce"
 REFERENCE = ("G. Ashiotis et al., The fast azimuthal integration Python library: pyFAI, J. Appl. Cryst. 48 "
              "(2015) 510-519, https://doi.org/10.1107/S1600576715004306 (xreduce reproduces pyFAI's "
              "integration, see xreduce docs/api.md)")
-_HC_KEV_ANGSTROM = 12.398419843320026
 
 #: pyFAI unit -> (NXazint radial long_name, units). ``r_mm`` has no NXazint long_name: it is written
 #: as 2θ in degrees (exact for an untilted detector, see :func:`_radial_axis`).
@@ -322,10 +325,9 @@ def _radial_axis(unit: str, radial: np.ndarray, edges: np.ndarray, poni: str) ->
         geo = parse_poni(poni)
     except GeometryError as exc:
         raise OutputError(f"unit r_mm: cannot read the PONI to convert r to 2theta: {exc}") from None
-    if abs(geo["rot1"]) > 1e-9 or abs(geo["rot2"]) > 1e-9:
-        raise OutputError("unit r_mm cannot be written as NXazint1d/NXazint2d (radial axis must be q or 2theta) "
-                          f"for a tilted detector (rot1={geo['rot1']}, rot2={geo['rot2']}): use unit 2th_deg or "
-                          "q_nm^-1")
+    problem = r_mm_problem(unit, geo["rot1"], geo["rot2"])
+    if problem:
+        raise OutputError(f"cannot write NXazint1d/NXazint2d: {problem}")
     dist_mm = geo["dist"] * 1e3
     note = (f"Integrated in r (mm, unit r_mm); NXazint allows only q and 2theta, so radial_axis holds "
             f"2theta = atan(r / {dist_mm:.6g} mm) in degrees (exact: the detector is not tilted); the r values "
@@ -387,9 +389,9 @@ def _write_entry(f: h5py.File, plan: _EntryPlan, mode: str, master_dir: Path) ->
     wavelength_m, energy = ref.get("wavelength"), ref.get("energy")
     wavelength_a = wavelength_m / 1e-10 if wavelength_m else None
     if wavelength_a is None and energy:
-        wavelength_a = _HC_KEV_ANGSTROM / energy
+        wavelength_a = HC_KEV_ANGSTROM / energy
     if energy is None and wavelength_a:
-        energy = _HC_KEV_ANGSTROM / wavelength_a
+        energy = HC_KEV_ANGSTROM / wavelength_a
     mono["wavelength"] = np.float64(wavelength_a if wavelength_a else np.nan)
     mono["wavelength"].attrs["units"] = "angstrom"
     mono["energy"] = np.float64(energy if energy else np.nan)
@@ -498,8 +500,8 @@ def _write_chunk_table(entry: h5py.Group, plan: _EntryPlan, mode: str, master_di
 def write_master(path: Path | str, entries: list[EntrySpec], *, mode: str = "vds") -> MergeReport:
     """Write the NeXus master file ``path`` with one NXazint1d/2d entry per :class:`EntrySpec`.
 
-    Written as ``<path>.tmp-<pid>`` and renamed into place, so an existing master is replaced only
-    by a complete new one. Chunks that are missing, unreadable or inconsistent with the entry are
+    Written under a temporary name and renamed into place (:func:`~reduction.io.files.atomic_output`),
+    so an existing master is replaced only by a complete new one. Chunks that are missing, unreadable or inconsistent with the entry are
     left out (their frames read NaN) and reported; an entry without any usable chunk is not
     written (``MergeReport.skipped_entries``). Raises :class:`OutputError` for an unknown mode,
     duplicate entry names, overlapping chunks, when no entry at all can be written, or when the
@@ -520,24 +522,17 @@ def write_master(path: Path | str, entries: list[EntrySpec], *, mode: str = "vds
         raise OutputError(f"{path}: none of the {len(entries)} entries has a finished chunk; nothing to merge")
     master_dir = path.parent
     master_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     from reduction import __version__
 
     try:
-        with h5py.File(tmp, "w", track_order=True) as f:  # entries in the order given
+        with atomic_output(path) as tmp, h5py.File(tmp, "w", track_order=True) as f:  # entries in the order given
             f.attrs.update({"NX_class": "NXroot", "default": writable[0].spec.name, "file_name": path.name,
                             "file_time": _now(), "creator": f"{PROGRAM} {__version__}",
                             "HDF5_Version": h5py.version.hdf5_version, "h5py_version": h5py.version.version})
             for plan in writable:
                 _write_entry(f, plan, mode, master_dir)
-        fsync_file(tmp)
-        os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise OutputError(f"cannot write master file {path}: {exc}") from exc
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return MergeReport(path, mode, reports, time.perf_counter() - started)
 
 
@@ -658,14 +653,8 @@ def write_preview(master: Path | str, png: Path | str, *, max_rows: int = 2000) 
     ax_mean.set_ylabel("mean I (arbitrary units)")
     ax_mean.legend(fontsize=7, loc="best")
     ax_mean.grid(alpha=0.3)
-    png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = png.with_name(f"{png.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_output(png) as tmp:
         fig.savefig(tmp, format="png")
-        os.replace(tmp, png)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return png
 
 

@@ -4,7 +4,7 @@ Built once per worker process from the resolved ``reduction`` config (geometry, 
 flat and the integrator — whose matrix comes from the on-disk cache after the first process),
 then called for each chunk. Frames are read block by block while the previous block is being
 integrated, and written into the chunk file as they come, so memory stays bounded for 2-D
-cakes too. ``reduction`` never imports ``hpc``: this class satisfies ``hpc.step.Step`` by shape.
+cakes too. It is the :class:`reduction.step.Step` of the azint kinds (:mod:`reduction.azint.kind`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ from .chunkfile import ChunkMeta, ChunkWriter
 from reduction.errors import IntegrationError, RawDataError
 from .geometry import Geometry
 from reduction.io.images import load_image
+from reduction.io.poni import read_poni_text
 from .integrator import Integrator
+from .units import r_mm_problem
 
 __all__ = ["AzintStep"]
 
@@ -39,21 +41,20 @@ class AzintStep:
     def __init__(self, reduction: Mapping[str, Any]) -> None:
         self.cfg = dict(reduction)
         self.kind = self.cfg.get("kind", "azint1d")
-        self.geometry = Geometry.from_poni(self.cfg["poni"])
+        self.poni_text = read_poni_text(self.cfg["poni"])
+        self.geometry = Geometry.from_poni(self.cfg["poni"], text=self.poni_text)
         shape = self.geometry.shape
-        mask = None if not self.cfg.get("mask") else load_image(self.cfg["mask"], what="mask", shape=shape)
+        self.mask = None if not self.cfg.get("mask") else load_image(self.cfg["mask"], what="mask", shape=shape)
         self.dark = None if not self.cfg.get("dark") else load_image(self.cfg["dark"], what="dark", shape=shape)
         self.flat = None if not self.cfg.get("flat") else load_image(self.cfg["flat"], what="flat", shape=shape)
-        if self.cfg.get("unit") == "r_mm" and (self.geometry.rot1 or self.geometry.rot2):
-            raise IntegrationError("unit r_mm needs an untilted detector (rot1 = rot2 = 0): NXazint results "
-                                   "carry a q or 2θ axis, and r maps onto 2θ only without tilt; use 2th_deg or q")
-        self.mask = mask
+        problem = r_mm_problem(self.cfg.get("unit", ""), self.geometry.rot1, self.geometry.rot2)
+        if problem:
+            raise IntegrationError(problem)
         self.engine = self.cfg.get("engine") or "auto"
         self.device = self.cfg.get("device") or "auto"
         self.engine_used = ""  # what reduced the last chunk ("numpy", "opencl on …"): the run summary's
         self._integrators: dict[float | None, Integrator] = {}
         self.integrator = self._integrator_for(self.geometry.wavelength)
-        self.poni_text = Path(self.cfg["poni"]).read_text(encoding="utf-8", errors="replace")
 
     def _integrator_for(self, wavelength: float | None) -> Integrator:
         """One integrator per wavelength (the PONI's, or a scan's when the PONI has none)."""

@@ -63,3 +63,15 @@ def radial_unit(name: str) -> RadialUnit:
         return RADIAL_UNITS[name]
     except (KeyError, TypeError):
         raise IntegrationError(f"unknown unit {name!r}; expected one of {', '.join(RADIAL_UNITS)}") from None
+
+
+def r_mm_problem(unit: str, rot1: float, rot2: float) -> str | None:
+    """Why results in ``unit`` cannot be written as NXazint for this tilt, or None when they can.
+
+    NXazint carries a q or 2θ axis; r (mm from the beam axis) maps onto 2θ = atan(r / dist) only for
+    an untilted detector (rot1 = rot2 = 0), where every pixel lies at the distance ``dist`` along the beam.
+    """
+    if unit != "r_mm" or (abs(rot1) <= 1e-9 and abs(rot2) <= 1e-9):
+        return None
+    return (f"unit r_mm needs an untilted detector (rot1={rot1}, rot2={rot2}; both must be 0): NXazint results "
+            "carry a q or 2θ axis, and r maps onto 2θ only without tilt; use 2th_deg or q_nm^-1")

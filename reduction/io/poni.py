@@ -14,19 +14,22 @@ from typing import Any
 
 from reduction.errors import GeometryError
 
-__all__ = ["read_poni", "parse_poni", "format_poni"]
+__all__ = ["read_poni", "read_poni_text", "parse_poni", "format_poni"]
 
 _NUMBERS = ("distance", "poni1", "poni2", "rot1", "rot2", "rot3")
 
 
-def read_poni(path: str | Path) -> dict[str, Any]:
-    """Parse the PONI file at ``path``; see :func:`parse_poni` for the returned mapping."""
-    path = Path(path)
+def read_poni_text(path: str | Path) -> str:
+    """The text of the PONI file at ``path`` (GeometryError naming it when it cannot be read)."""
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        return Path(path).read_text(encoding="utf-8", errors="replace")
     except OSError as exc:
         raise GeometryError(f"cannot read PONI file {path}: {exc.strerror or exc}") from exc
-    return parse_poni(text, source=str(path))
+
+
+def read_poni(path: str | Path) -> dict[str, Any]:
+    """Parse the PONI file at ``path``; see :func:`parse_poni` for the returned mapping."""
+    return parse_poni(read_poni_text(path), source=str(path))
 
 
 def _number(raw: dict[str, str], key: str, source: str, *, required: bool = True) -> float | None:

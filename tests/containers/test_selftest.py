@@ -24,7 +24,8 @@ def test_selftest_passes_here_and_reports_what_it_found(capsys) -> None:
     out = capsys.readouterr().out
     assert out.startswith("xreduce 0.1.0 selftest\n") and "selftest passed:" in out
     assert f"numpy {np.__version__}" in out and f"h5py {h5py.__version__}" in out
-    assert "engines working: numpy, opencl" in out  # PoCL runs the OpenCL engine on the CPU (make test)
+    # every reduction kind checks itself; PoCL runs the OpenCL engine on the CPU (make test)
+    assert "working: azint1d numpy, azint1d opencl, azint2d numpy, azint2d opencl" in out
     assert "Open MPI" in out
 
 
@@ -33,12 +34,13 @@ def test_json_report(capsys) -> None:
     report = json.loads(capsys.readouterr().out)
     checks = _checks(report)
     assert report["ok"] is True and report["image"] is None
-    assert [checks[n]["status"] for n in ("imports", "hdf5plugin", "engine numpy", "engine opencl", "mpi")] == \
-        ["ok"] * 5
+    names = ("imports", "hdf5plugin", "azint1d numpy", "azint1d opencl", "azint2d numpy", "azint2d opencl", "mpi")
+    assert [checks[n]["status"] for n in names] == ["ok"] * 7
     assert "filters: bitshuffle yes, LZ4 yes" in checks["hdf5plugin"]["detail"]
-    assert "(7, 3) → the same counts in 24/24 bins" in checks["engine numpy"]["detail"]
-    assert report["opencl_devices"] and all("Portable Computing Language" in d or "(gpu," in d
-                                            for d in report["opencl_devices"])
+    assert "(7, 3) → the same counts in 24/24 bins" in checks["azint1d numpy"]["detail"]
+    assert "(7, 3) → the same counts in 253/288 bins" in checks["azint2d numpy"]["detail"]  # a cake's corners
+    assert report["facts"]["OpenCL"] and all("Portable Computing Language" in d or "(gpu," in d
+                                             for d in report["facts"]["OpenCL"])
     assert report["mpi_library"].startswith("Open MPI v4.1") and "\x00" not in report["mpi_library"]
     assert report["packages"]["hdf5plugin"] and report["hdf5"] == h5py.version.hdf5_version
     assert report["seconds"] < 30
@@ -47,8 +49,8 @@ def test_json_report(capsys) -> None:
 def test_require_gpu_fails_without_one(capsys) -> None:
     code = main(["selftest", "--require", "gpu", "--json"])
     report = json.loads(capsys.readouterr().out)
-    gpu = _checks(report)["engine opencl (gpu)"]
-    if any("(gpu," in d for d in report["opencl_devices"]):  # a GPU node: it must work there
+    gpu = _checks(report)["azint1d opencl (gpu)"]
+    if any("(gpu," in d for d in report["facts"]["OpenCL"]):  # a GPU node: it must work there
         assert code == 0 and gpu["status"] == "ok"
     else:
         assert code == 1 and report["ok"] is False and gpu["status"] == "failed"
@@ -67,7 +69,7 @@ def test_a_wrong_integration_is_a_failure(monkeypatch, capsys) -> None:
     monkeypatch.setattr(Integrator, "integrate1d", off_by_one_percent)
     assert main(["selftest"]) == 1
     out = capsys.readouterr().out
-    assert "failed       engine numpy" in out and "intensity differs from the flat counts (7, 3) by up to 1.00e-02" in out
+    assert "failed       azint1d numpy" in out and "intensity differs from the flat counts (7, 3) by up to 1.00e-02" in out
     assert "selftest FAILED" in out
 
 
@@ -91,8 +93,8 @@ def _selftest_without(module: str, *args: str) -> subprocess.CompletedProcess:
 def test_without_pyopencl_opencl_is_unavailable_not_a_failure() -> None:
     done = _selftest_without("pyopencl")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "unavailable  engine opencl" in done.stdout and "pyopencl" in done.stdout
-    assert "engines working: numpy\n" in done.stdout
+    assert "unavailable  azint1d opencl" in done.stdout and "pyopencl" in done.stdout
+    assert "working: azint1d numpy, azint2d numpy, mpi\n" in done.stdout
     required = _selftest_without("pyopencl", "--require", "opencl")
     assert required.returncode == 1 and "(required: --require opencl)" in required.stdout
 

@@ -16,12 +16,13 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ReadonlyConfigError
 
 from hpc import cli
-from hpc.config import (Azint2dConfig, LocalBackendConfig, config_from_dict, config_hash, load_config,
-                        shipped_config_dir, to_dict, to_json, to_yaml)
-from hpc.errors import ChunkFailedError, ConfigError
-from reduction.errors import XReduceError
-from reduction.azint.integrator import SPLITTINGS
+from hpc.config import (LocalBackendConfig, config_from_dict, config_hash, load_config, shipped_config_dir, to_dict,
+                        to_json, to_yaml)
+from hpc.errors import ConfigError, PlanError
+from reduction.azint.config import Azint2dConfig
+from reduction.azint.pixels import SPLITTINGS
 from reduction.azint.units import RADIAL_UNITS
+from reduction.errors import XReduceError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -56,7 +57,6 @@ def test_load_config_is_typed_resolved_absolute_and_read_only(data: Path) -> Non
     assert cfg.reduction.kind == "azint1d" and cfg.reduction.npt == 1000 and isinstance(cfg.reduction.npt, int)
     assert cfg.reduction.unit == "q_nm^-1" and cfg.reduction.splitting == "bbox"
     assert cfg.reduction.error_model == "poisson" and cfg.reduction.solid_angle is True
-    assert cfg.reduction.step == "reduction.azint.step.AzintStep"
     assert cfg.campaign.raw_data == str(data / "RAW_DATA" / "sample")
     assert cfg.campaign.scans == "all" and cfg.campaign.datasets is None and cfg.campaign.monitor is None
     assert cfg.backend.name == "local" and cfg.backend.workers == 1
@@ -454,9 +454,9 @@ def test_cli_exit_codes_of_commands(data: Path, commands: types.SimpleNamespace,
                                     capsys: pytest.CaptureFixture[str]) -> None:
     commands.code = 1
     assert cli.main(["run", *base(data)]) == 1
-    commands.code = ChunkFailedError("3 chunks failed; see <output>/chunks/*.error.json")
+    commands.code = PlanError("no plan at /x/plan.json")
     assert cli.main(["run", *base(data)]) == 1
-    assert "xreduce: error: 3 chunks failed" in capsys.readouterr().err
+    assert "xreduce: error: no plan at /x/plan.json" in capsys.readouterr().err
     commands.code = XReduceError("boom")
     assert cli.main(["merge", *base(data)]) == 1
     commands.code = ConfigError("bad key")

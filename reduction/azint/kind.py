@@ -1,0 +1,64 @@
+"""The azimuthal-integration kinds, ``azint1d`` (I(radial) per frame, NXazint1d) and ``azint2d``
+(a cake I(χ, radial) per frame, NXazint2d), as :class:`reduction.step.Kind` registrations."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from reduction.step import Kind, MasterEntry, MergeReport, SelfTest, Step
+
+from .config import Azint1dConfig, Azint2dConfig
+
+__all__ = ["AzintKind", "AZINT1D", "AZINT2D"]
+
+
+class AzintKind(Kind):
+    """Integrate every frame; chunks are frame ranges, merged into one NXazint entry per scan."""
+
+    def open(self, reduction: Mapping[str, Any]) -> Step:
+        from .step import AzintStep
+
+        return AzintStep(reduction)
+
+    def is_done(self, path: Path, chunk_id: str, config_hash: str) -> bool:
+        from .chunkfile import chunk_matches
+
+        return chunk_matches(path, chunk_id, config_hash)
+
+    def merge(self, master: Path, entries: Sequence[MasterEntry], *, mode: str,
+              config: Mapping[str, Any]) -> MergeReport:
+        from .nexus import EntrySpec, write_master
+
+        config_json = json.dumps(config, sort_keys=True)
+        # the PONI comes from the chunk files: the one the frames were integrated with
+        specs = [EntrySpec(name=e.name, kind=self.name, dataset=e.dataset, scan=e.scan, nframes=e.nframes,
+                           chunks=list(e.chunks), config_json=config_json, chunk_ids=list(e.chunk_ids),
+                           beamline=e.beamline) for e in entries]
+        return write_master(master, specs, mode=mode)
+
+    def preview(self, master: Path, png: Path) -> None:
+        from .nexus import write_preview
+
+        write_preview(master, png)
+
+    def selftest(self, device: str = "auto", require: Sequence[str] = ()) -> SelfTest:
+        from .selftest import run_selftest
+
+        return run_selftest(self.name, device, require)
+
+
+class Azint1d(AzintKind):
+    name = "azint1d"
+    schema = Azint1dConfig
+
+
+class Azint2d(AzintKind):
+    name = "azint2d"
+    schema = Azint2dConfig
+
+
+AZINT1D = Azint1d()
+AZINT2D = Azint2d()

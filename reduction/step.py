@@ -1,0 +1,295 @@
+"""The contract between orchestration (``hpc``) and science: a *reduction kind*, and the registry of kinds.
+
+A kind is everything ``hpc`` needs to run one kind of reduction over a campaign without knowing its
+physics: its config schema (``reduction=<kind>``; the schema's fields say which keys name input
+files, which do not change the numbers, and how each value is checked), how a scan is cut into
+chunks, a step that reduces a chunk into a chunk file, whether a chunk file is done, how the chunk
+files of an experiment merge into a master file, a preview picture of it, and a known-answer
+selftest. Raw data are found through the kind too (BLISS layout by default, see :class:`Kind`).
+
+Kinds are found by name in a registry: the kinds shipped with xreduce, plus those that installed
+packages declare in the ``xreduce.kinds`` entry-point group (``name = "package.module:OBJECT"``),
+so a third-party kind is one package and one registration::
+
+    [project.entry-points."xreduce.kinds"]
+    saxs = "my_saxs.kind:SAXS"
+
+``hpc`` imports from ``reduction`` only this module, :mod:`reduction.errors` and the demo writer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from .errors import XReduceError
+from .io.files import atomic_output
+
+__all__ = ["MISSING", "KeyRule", "key", "rules", "ReductionConfig", "Step", "Kind", "ScanInfo", "MasterEntry",
+           "MergeReport", "SelfCheck", "SelfTest", "OK", "UNAVAILABLE", "FAILED", "ENTRY_POINT_GROUP", "kinds",
+           "get_kind", "broken_kinds", "atomic_output", "UnknownKind"]
+
+#: OmegaConf's marker of a mandatory value (``???`` in YAML).
+MISSING: Any = "???"
+#: Entry-point group where installed packages register reduction kinds.
+ENTRY_POINT_GROUP = "xreduce.kinds"
+#: The kinds shipped with xreduce: name → "module:object".
+_BUILTIN = {"azint1d": "reduction.azint.kind:AZINT1D", "azint2d": "reduction.azint.kind:AZINT2D"}
+_RULE = "xreduce"
+
+
+class UnknownKind(XReduceError):
+    """``reduction.kind`` names no registered kind, or a kind whose package cannot be loaded."""
+
+
+# -- config schema -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class KeyRule:
+    """How one key of a kind's config is checked and what it means to ``hpc`` (a schema field's metadata).
+
+    ``input_file``: an existing file (``file.h5::/dataset`` allowed) whose *content* enters the config
+    hash and whose folder is bound into containers; ``hashed=False``: the key does not change the
+    numbers (an engine choice), so changing it does not reprocess; ``example`` is shown when a
+    mandatory value is missing.
+    """
+
+    choices: tuple[Any, ...] | None = None
+    positive: bool = False
+    pair: bool = False
+    input_file: bool = False
+    between: tuple[float, float] | None = None
+    pattern: str | None = None
+    hint: str = ""
+    hashed: bool = True
+    example: str = ""
+
+
+def key(default: Any = MISSING, **rule: Any) -> Any:
+    """A schema field with its :class:`KeyRule`: ``npt: int = key(1000, positive=True)``."""
+    return field(default=default, metadata={_RULE: KeyRule(**rule)})
+
+
+def rules(schema: type) -> dict[str, KeyRule]:
+    """Every field of a schema dataclass with its rule (the default rule where none was given)."""
+    return {f.name: f.metadata.get(_RULE, KeyRule()) for f in dataclasses.fields(schema)}
+
+
+@dataclass
+class ReductionConfig:
+    """``reduction``: the key every kind has. A kind's schema extends it, with ``kind`` defaulting to its name."""
+
+    kind: str = MISSING
+
+
+# -- what a kind gives hpc -------------------------------------------------------------------------
+@runtime_checkable
+class Step(Protocol):
+    """A kind's reducer, built once per worker process; turns chunks into chunk files."""
+
+    #: what reduced the last chunk (e.g. "opencl on 0:0 'NVIDIA H100'"), "" when nothing worth saying
+    engine_used: str
+
+    def __call__(self, chunk: Mapping[str, Any], out: Path, *, config_hash: str, config_json: str) -> int:
+        """Reduce ``chunk`` (a plan entry: id, dataset, scan, detector, monitor, start, stop, energy_kev)
+        into the chunk file ``out``, renamed into place only when complete (:func:`atomic_output`);
+        return the number of frames reduced. Raise on failure: the caller records the error."""
+        ...
+
+
+@dataclass(frozen=True)
+class ScanInfo:
+    """What planning needs to know about one scan, from metadata only.
+
+    ``problem`` says why the scan cannot be reduced (None: it can); an unfinished scan (no end time)
+    is pending, not a problem.
+    """
+
+    scan: str
+    finished: bool
+    nframes: int | None
+    energy_kev: float | None = None
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class MasterEntry:
+    """One scan of an experiment as the merge sees it: its frames and the chunk files holding them."""
+
+    name: str  # the NXentry name, e.g. "sample_0001_1.1"
+    dataset: str  # raw dataset master file
+    scan: str
+    nframes: int  # frames of the whole scan
+    chunks: list[tuple[int, int, Path | None]]  # (frame_start, frame_stop, done chunk file or None)
+    chunk_ids: list[str]  # parallel to chunks
+    beamline: str = "unknown"
+
+
+class MergeReport(Protocol):
+    """What a merge says back: complete or not, and a summary naming what is missing."""
+
+    @property
+    def complete(self) -> bool: ...
+
+    def summary(self) -> str: ...
+
+
+OK, UNAVAILABLE, FAILED = "ok", "unavailable", "failed"
+
+
+@dataclass
+class SelfCheck:
+    """One capability and how it fared: ``ok``, ``unavailable`` (an optional part is missing here) or
+    ``failed``; ``part`` names what ``selftest --require PART`` makes mandatory (e.g. "opencl")."""
+
+    name: str
+    status: str
+    detail: str
+    part: str | None = None
+
+
+@dataclass
+class SelfTest:
+    """A kind's selftest: its checks, and facts worth printing (e.g. ``{"OpenCL": [devices]}``)."""
+
+    checks: list[SelfCheck]
+    facts: dict[str, list[str]] = field(default_factory=dict)
+
+
+class Kind:
+    """A reduction kind: subclass it, set ``name`` and ``schema``, implement the abstract methods.
+
+    Raw data are BLISS dataset master files by default (:mod:`reduction.io.bliss`); a kind reading
+    another layout overrides :meth:`datasets`, :meth:`experiment`, :meth:`scans`,
+    :meth:`check_scans` and :meth:`default_output`. ``whole_scan`` kinds (those that need every
+    frame of a scan at once, e.g. a correlation) get one chunk per scan.
+    """
+
+    name: ClassVar[str] = ""
+    schema: ClassVar[type] = ReductionConfig
+    whole_scan: ClassVar[bool] = False
+
+    # -- partitioning
+    def partition(self, nframes: int, frames_per_chunk: int) -> list[tuple[int, int]]:
+        """Frame ranges [start, stop) of a scan's chunks."""
+        if self.whole_scan:
+            return [(0, nframes)]
+        return [(start, min(start + frames_per_chunk, nframes)) for start in range(0, nframes, frames_per_chunk)]
+
+    # -- reducing and merging (the kind's own)
+    def open(self, reduction: Mapping[str, Any]) -> Step:
+        """Build the step from the resolved ``reduction`` config (once per process): read the input
+        files, build what every chunk shares. A bad input file raises here, naming it."""
+        raise NotImplementedError
+
+    def is_done(self, path: Path, chunk_id: str, config_hash: str) -> bool:
+        """True when ``path`` is a complete chunk file made for ``chunk_id`` with ``config_hash``;
+        False for a missing, truncated or foreign file. Never raises."""
+        raise NotImplementedError
+
+    def merge(self, master: Path, entries: Sequence[MasterEntry], *, mode: str,
+              config: Mapping[str, Any]) -> MergeReport:
+        """Write one master file from the chunk files of an experiment (atomically). ``mode``:
+        ``vds`` (virtual datasets over the chunk files) or ``copy`` (self-contained)."""
+        raise NotImplementedError
+
+    def preview(self, master: Path, png: Path) -> None:
+        """A PNG picture of a master file, for a person to glance at."""
+        raise NotImplementedError
+
+    def selftest(self, device: str = "auto", require: Sequence[str] = ()) -> SelfTest:
+        """Known-answer checks that this kind works on this machine. ``device``: the engine device to
+        test; ``require``: parts the user needs (a check for each, even where it cannot run here)."""
+        raise NotImplementedError
+
+    # -- raw data (BLISS by default)
+    def datasets(self, raw_data: str, patterns: Sequence[str] | None) -> list[Path]:
+        """The dataset files of a campaign, sorted."""
+        from .io import bliss
+
+        return bliss.find_datasets(raw_data, patterns)
+
+    def experiment(self, dataset: str) -> str | None:
+        """The experiment ("proposal/beamline/session") a dataset belongs to, None if unknown."""
+        from .io import bliss
+
+        return bliss.experiment_of(dataset)
+
+    def scans(self, dataset: str, detector: str, monitor: str | None, selection: str) -> list[ScanInfo]:
+        """The selected scans of a dataset, from metadata. Raises XReduceError when the file cannot be read."""
+        from .io import bliss
+
+        return [ScanInfo(s.scan, s.finished, s.nframes, s.energy_kev, s.problem)
+                for s in bliss.read_scans(dataset, detector, monitor, selection)]
+
+    def check_scans(self, selection: str) -> None:
+        """Raise ValueError naming the problem when ``selection`` is not a valid scan selection."""
+        from .io import bliss
+
+        bliss.parse_scan_selection(selection)
+
+    def default_output(self, raw_data: str, campaign: str) -> Path:
+        """Where results go unless the user says: ``PROCESSED_DATA/xreduce/<campaign>`` beside
+        RAW_DATA, else ``<raw_data>/../xreduce_output/<campaign>``."""
+        from .io import bliss
+
+        try:
+            return bliss.processed_data_dir(raw_data) / "xreduce" / campaign
+        except XReduceError:
+            return Path(os.path.abspath(raw_data)).parent / "xreduce_output" / campaign
+
+
+# -- registry --------------------------------------------------------------------------------------
+_KINDS: dict[str, Kind] | None = None
+_BROKEN: dict[str, str] = {}
+
+
+def _load(name: str, target: str) -> Kind:
+    import importlib
+
+    module, _, attr = target.partition(":")
+    kind = getattr(importlib.import_module(module), attr)
+    if not isinstance(kind, Kind) or kind.name != name:
+        raise TypeError(f"{target} is not a reduction.step.Kind named {name!r}")
+    return kind
+
+
+def _entry_points() -> dict[str, str]:
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def kinds() -> dict[str, Kind]:
+    """Every usable kind by name: the shipped ones, then those of installed packages (a package
+    cannot replace a shipped kind). Kinds that fail to load are left out and listed by
+    :func:`broken_kinds` — never silently: asking for one raises with the reason."""
+    global _KINDS
+    if _KINDS is None:
+        found: dict[str, Kind] = {}
+        for name, target in {**_entry_points(), **_BUILTIN}.items():
+            try:
+                found[name] = _load(name, target)
+            except Exception as exc:  # a broken plugin must not take the other kinds down
+                _BROKEN[name] = f"{target}: {type(exc).__name__}: {exc}"
+        _KINDS = dict(sorted(found.items()))
+    return _KINDS
+
+
+def broken_kinds() -> dict[str, str]:
+    """Registered kinds that could not be loaded, with the reason."""
+    kinds()
+    return dict(_BROKEN)
+
+
+def get_kind(name: str) -> Kind:
+    """The kind registered as ``name``; :class:`UnknownKind` naming the known ones otherwise."""
+    known = kinds()
+    if name in known:
+        return known[name]
+    if name in _BROKEN:
+        raise UnknownKind(f"reduction kind {name!r} is registered but cannot be loaded: {_BROKEN[name]}")
+    raise UnknownKind(f"no reduction kind {name!r}; known: {', '.join(known)}")
