@@ -18,7 +18,7 @@ from pathlib import Path
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from reduction.step import ReductionConfig, kinds
+from reduction.step import MERGE_MODES, ReductionConfig, kinds
 
 from .errors import ConfigError
 
@@ -176,7 +176,6 @@ class Config:
 BACKEND_SCHEMAS: dict[str, type[BackendConfig]] = {"local": LocalBackendConfig, "slurm": SlurmBackendConfig,
                                                    "submitit": SubmititBackendConfig, "mpi": MPIBackendConfig,
                                                    "dask": DaskBackendConfig}
-MERGE_MODES = ("vds", "copy")
 
 
 def reduction_schemas() -> dict[str, type]:

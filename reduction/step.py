@@ -29,10 +29,12 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 from .errors import XReduceError
 from .io.files import atomic_output
 
-__all__ = ["MISSING", "KeyRule", "key", "rules", "ReductionConfig", "Step", "Kind", "ScanInfo", "MasterEntry",
+__all__ = ["MISSING", "MERGE_MODES", "KeyRule", "key", "rules", "ReductionConfig", "Step", "Kind", "ScanInfo", "MasterEntry",
            "MergeReport", "SelfCheck", "SelfTest", "OK", "UNAVAILABLE", "FAILED", "ENTRY_POINT_GROUP", "kinds",
            "get_kind", "broken_kinds", "atomic_output", "UnknownKind"]
 
+#: How a kind's merge writes per-frame data: virtual datasets over the chunk files, or a self-contained copy.
+MERGE_MODES = ("vds", "copy")
 #: OmegaConf's marker of a mandatory value (``???`` in YAML).
 MISSING: Any = "???"
 #: Entry-point group where installed packages register reduction kinds.

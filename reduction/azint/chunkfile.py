@@ -7,12 +7,11 @@ is fixed in docs/internals.md ("Chunk result file"); the merge (:mod:`reduction.
 datasets into the NeXus master file, by HDF5 virtual datasets or by copy.
 
 Frames can be written block by block as they are integrated (:class:`ChunkWriter`), so memory
-stays bounded for long chunks of 2-D cakes; :func:`write_chunk` writes one result stack at once.
+stays bounded for long chunks of 2-D cakes.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from reduction.errors import OutputError
 from reduction.io.files import PendingFile
 from .result import IntegrationResult
 
-__all__ = ["ChunkMeta", "ChunkWriter", "write_chunk", "read_chunk", "read_chunk_meta", "read_chunk_header",
+__all__ = ["ChunkMeta", "ChunkWriter", "read_chunk_meta", "read_chunk_header",
            "chunk_matches", "open_chunk", "FORMAT", "KINDS", "FRAME_FIELDS"]
 
 #: Written as the root attribute ``format``; a file without it is not a chunk file.
@@ -227,17 +226,6 @@ class ChunkWriter:
         self._axes = axes
 
 
-def write_chunk(path: Path | str, result: IntegrationResult, meta: ChunkMeta) -> None:
-    """Write ``result`` (a stack of ``meta.nframes`` frames) as the chunk file ``path``, atomically."""
-    n = np.shape(result.intensity)[0] if np.ndim(result.intensity) == (result.ndim + 1) else None
-    if n != meta.nframes:
-        raise OutputError(f"chunk {meta.chunk_id}: expected a stack of {meta.nframes} frames "
-                          f"[{meta.frame_start}, {meta.frame_stop}), got intensity of shape "
-                          f"{np.shape(result.intensity)}")
-    with ChunkWriter(path, meta) as writer:
-        writer.write(0, result)
-
-
 # -- reading ---------------------------------------------------------------------------------
 def open_chunk(path: Path | str) -> h5py.File:
     """Open a chunk file read-only, without HDF5 file locking (parallel filesystems, concurrent readers)."""
@@ -318,24 +306,3 @@ def chunk_matches(path: Path | str, chunk_id: str, config_hash: str) -> bool:
         return meta.get("chunk_id") == chunk_id and meta.get("config_hash") == config_hash
     except Exception:  # noqa: BLE001 - a damaged file of any kind is simply "not done"
         return False
-
-
-def read_chunk(path: Path | str) -> tuple[IntegrationResult, dict[str, Any]]:
-    """The whole chunk: its frames as an :class:`IntegrationResult` stack and its metadata
-    (:func:`read_chunk_meta`, plus ``monitor``: (n,) array or None, and ``config_dict``)."""
-    try:
-        with open_chunk(path) as f:
-            meta = _meta_from(f, path)
-            data = {name: f[name][()] if name in f else None
-                    for name in FRAME_FIELDS + _AXES_2D + ("monitor",)}
-    except OutputError:
-        raise
-    except (OSError, KeyError, ValueError, TypeError) as exc:
-        raise OutputError(f"cannot read chunk file {path}: {exc}") from exc
-    meta["monitor"] = data.pop("monitor")
-    try:
-        meta["config_dict"] = json.loads(meta.get("config") or "null")
-    except json.JSONDecodeError:
-        meta["config_dict"] = None
-    result = IntegrationResult(unit=str(meta.get("unit")), splitting=str(meta.get("splitting")), **data)
-    return result, meta

@@ -63,18 +63,18 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .chunkfile import open_chunk, read_chunk_header
+from .chunkfile import _FLAGS, KINDS, open_chunk, read_chunk_header
 from reduction.errors import GeometryError, OutputError
 from reduction.io.bliss import HC_KEV_ANGSTROM
 from reduction.io.files import atomic_output
 from reduction.io.poni import parse_poni
+from reduction.step import MERGE_MODES
 
 from .units import r_mm_problem
 
 __all__ = ["EntrySpec", "MissingChunk", "EntryReport", "MergeReport", "write_master", "write_preview",
-           "MODES", "RADIAL_UNITS_NEXUS"]
+           "RADIAL_UNITS_NEXUS"]
 
-MODES = ("vds", "copy")
 PROGRAM = "xreduce"
 REFERENCE = ("G. Ashiotis et al., The fast azimuthal integration Python library: pyFAI, J. Appl. Cryst. 48 "
              "(2015) 510-519, https://doi.org/10.1107/S1600576715004306 (xreduce reproduces pyFAI's "
@@ -105,7 +105,6 @@ _ACCUMULATOR_DOC = {
     "normalization": "sum of c*flat*solid_angle*polarization*monitor",
     "count": "sum of c over the valid, unmasked pixels",
 }
-_FLAGS = ("solid_angle_applied", "polarization_applied", "normalization_applied", "monitor_applied")
 _COPY_BLOCK_BYTES = 64 << 20
 
 
@@ -243,8 +242,8 @@ def _check_chunk(spec: EntrySpec, start: int, stop: int, chunk_id: str | None, m
 def _inspect(spec: EntrySpec) -> _EntryPlan:
     if not spec.name or "/" in spec.name or spec.name in (".", ".."):
         raise OutputError(f"entry name {spec.name!r} is not a valid HDF5 group name")
-    if spec.kind not in ("azint1d", "azint2d"):
-        raise OutputError(f"entry {spec.name}: kind {spec.kind!r} is not azint1d or azint2d")
+    if spec.kind not in KINDS:
+        raise OutputError(f"entry {spec.name}: kind {spec.kind!r} is not one of {', '.join(KINDS)}")
     if spec.chunk_ids and len(spec.chunk_ids) != len(spec.chunks):
         raise OutputError(f"entry {spec.name}: {len(spec.chunk_ids)} chunk ids for {len(spec.chunks)} chunks")
     plan = _EntryPlan(spec, [], [])
@@ -508,8 +507,8 @@ def write_master(path: Path | str, entries: list[EntrySpec], *, mode: str = "vds
     file cannot be written.
     """
     started = time.perf_counter()
-    if mode not in MODES:
-        raise OutputError(f"merge mode {mode!r} is not one of {', '.join(MODES)}")
+    if mode not in MERGE_MODES:
+        raise OutputError(f"merge mode {mode!r} is not one of {', '.join(MERGE_MODES)}")
     path = Path(path)
     names = [e.name for e in entries]
     duplicates = sorted({n for n in names if names.count(n) > 1})

@@ -17,15 +17,14 @@ and its lima frame files::
 
 The VDS names its sources with paths relative to the master file (``./scan0001/...``), so the
 folder can be moved. :func:`write_demo_experiment` builds the small calibrant experiment of
-``xreduce demo``; :func:`write_metadata_only_experiment` builds many scans whose lima files are
-never written, for the planning benchmark. No pyFAI here: frames come from
+``xreduce demo`` (tests/bliss_helpers.py adds master files without lima files, for the planning
+benchmark). No pyFAI here: frames come from
 :mod:`reduction.demo.synthetic` on a :class:`reduction.Geometry`.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -42,8 +41,7 @@ from reduction.errors import XReduceError
 from reduction.azint.geometry import Geometry
 from .synthetic import calibrant_d_spacings, calibrant_image
 
-__all__ = ["ScanSpec", "write_dataset", "finish_scan", "DemoExperiment", "write_demo_experiment",
-           "write_metadata_only_experiment", "demo_geometry", "demo_mask"]
+__all__ = ["ScanSpec", "write_dataset", "DemoExperiment", "write_demo_experiment", "demo_geometry", "demo_mask"]
 
 FrameBlocks = Callable[[int, int], np.ndarray]
 _EPOCH = datetime(2026, 11, 24, 9, 0, 0, tzinfo=timezone.utc)
@@ -246,13 +244,6 @@ def _write_scan(f: h5py.File, master: Path, spec: ScanSpec, name: str, index: in
         measurement[counter] = h5py.SoftLink(f"/{name}/instrument/{counter}/data")
 
 
-def finish_scan(path: str | os.PathLike[str], scan: str) -> None:
-    """Add ``end_time`` to an unfinished scan, as BLISS does when the scan ends."""
-    with h5py.File(path, "a", locking=False) as f:
-        if "end_time" not in f[scan]:
-            f[scan]["end_time"] = datetime.now(timezone.utc).isoformat()
-
-
 # -- the demo experiment ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class DemoExperiment:
@@ -385,33 +376,3 @@ def write_demo_experiment(root: str | os.PathLike[str], *, n_datasets: int = 2, 
                           mask=mask, datasets=datasets, experiment=f"{proposal}/{beamline}/{session}", detector=name,
                           monitor="mon", model=geo.detector.name, n_frames=n_frames, wavelength=DEMO_WAVELENGTH,
                           calibrants=calibrants)
-
-
-def write_metadata_only_experiment(root: str | os.PathLike[str], n_files: int, scans_per_file: int, *,
-                                   n_frames: int = 100, frame_shape: tuple[int, int] = (1043, 981),
-                                   detector: str = "pilatus", frames_per_file: int = 100,
-                                   collection: str = "sample", extra_counters: int = 0) -> list[Path]:
-    """Master files of ``scans_per_file`` finished scans each, whose lima files are never written.
-
-    For the planning benchmark: ``measurement/<detector>`` is a VDS over lima files that do not
-    exist (planning must not need them), with a monitor and a monochromator energy, under
-    ``<root>/RAW_DATA/<collection>/<collection>_NNNN/``; ``extra_counters`` more 1-D counters
-    per scan make the entries as crowded as a beamline's. Returns the master files.
-    """
-    raw_data = Path(os.path.abspath(root)) / "RAW_DATA" / collection
-    counters = {f"ct{i:02d}": np.arange(n_frames, dtype=np.float64) for i in range(extra_counters)}
-    specs = [ScanSpec(None, monitor=np.full(n_frames, 1e5), title=f"loopscan {n_frames} 0.1", energy_kev=17.7,
-                      nframes=n_frames, frame_shape=frame_shape, counters=counters) for _ in range(scans_per_file)]
-    masters: list[Path] = []
-    for k in range(n_files):
-        folder = f"{collection}_{k + 1:04d}"
-        master = raw_data / folder / f"{folder}.h5"
-        if not masters:
-            write_dataset(master, specs, detector=detector, frames_per_file=frames_per_file)
-        else:  # the files differ only in name (VDS sources are relative): copy the first, ~100x faster
-            master.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(masters[0], master)
-            with h5py.File(master, "r+", locking=False) as f:
-                f.attrs["file_name"] = str(master)
-        masters.append(master)
-    return masters

@@ -6,7 +6,7 @@ Run from the repository root::
     python tests/benchmarks/bench_plan.py --files 200 --scans 50 --counters 40 --keep /tmp/plan-bench
 
 It writes ``--files`` dataset master files of ``--scans`` finished scans each in a temporary
-folder (:func:`reduction.demo.bliss_writer.write_metadata_only_experiment`: Pilatus1M-shaped VDS over
+folder (:func:`tests/bliss_helpers.write_metadata_only_experiment`: Pilatus1M-shaped VDS over
 lima files that are never written, a monitor, a monochromator energy and ``--counters`` more
 counters per scan), then times what ``xreduce plan`` does with them:
 ``bliss.find_datasets`` + ``bliss.read_scans`` over every file, best of ``--reps``. The files are
@@ -25,10 +25,10 @@ from pathlib import Path
 
 import h5py
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path[:0] = [str(Path(__file__).resolve().parents[2]), str(Path(__file__).resolve().parents[1])]
 
 from reduction.io import bliss  # noqa: E402
-from reduction.demo.bliss_writer import write_metadata_only_experiment  # noqa: E402
+from bliss_helpers import write_metadata_only_experiment  # noqa: E402
 
 
 def plan_metadata(raw_data: Path, detector: str, monitor: str | None) -> tuple[int, int, int]:

@@ -20,7 +20,8 @@ from campaign_helpers import campaign_overrides, small_experiment
 from nexus_validation import validate_file
 from reduction import Geometry, Integrator
 from reduction.io import bliss
-from reduction.demo.bliss_writer import ScanSpec, finish_scan, write_dataset
+from bliss_helpers import finish_scan
+from reduction.demo.bliss_writer import ScanSpec, write_dataset
 from reduction.io.images import load_image
 
 N_FRAMES = 12

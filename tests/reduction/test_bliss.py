@@ -16,8 +16,8 @@ import pytest
 from reduction import Geometry
 from reduction.io import bliss
 from reduction.io.bliss import RawDataError, ScanSelectionError
-from reduction.demo.bliss_writer import (ScanSpec, finish_scan, write_dataset, write_demo_experiment,
-                                    write_metadata_only_experiment)
+from bliss_helpers import finish_scan, write_metadata_only_experiment
+from reduction.demo.bliss_writer import ScanSpec, write_dataset, write_demo_experiment
 
 SHAPE = (24, 20)  # small frames: the tests are about files, not pixels
 

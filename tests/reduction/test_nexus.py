@@ -17,8 +17,8 @@ import pytest
 
 from nexus_validation import validate_entry, validate_file
 from reduction import Geometry, Integrator
-from reduction.azint.chunkfile import (ChunkMeta, ChunkWriter, chunk_matches, read_chunk, read_chunk_meta,
-                                 write_chunk)
+from chunk_helpers import read_chunk, write_chunk
+from reduction.azint.chunkfile import ChunkMeta, ChunkWriter, chunk_matches, read_chunk_meta
 from reduction.azint.detectors import Detector
 from reduction.errors import OutputError
 from reduction.azint.nexus import EntrySpec, write_master, write_preview

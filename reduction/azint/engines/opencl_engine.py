@@ -50,7 +50,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -613,31 +612,6 @@ class OpenCLEngine:
                            lb["bin_slot"], np.int32(matrix.nbins), np.int32(with_var), sig_buf, var_buf,
                            wait_for=[ev] if ev is not None else wait)
         return ev, (f0, n, ninv, inv, nlist if ev is not None else 0)
-
-    def time_resident(self, frames: np.ndarray, *, repeats: int = 5, variance: bool = True) -> float:
-        """Seconds per block for ``frames`` already on the device (best of ``repeats``): the
-        kernels alone, without transfers -- the number to compare with the memory bandwidth."""
-        frames = _host_frames(np.asarray(frames).reshape(len(frames), -1))
-        cl, n, matrix = self._cl, frames.shape[0], self._matrix
-        with self._lock:
-            return self._time_resident(cl, matrix, frames, n, repeats, variance)
-
-    def _time_resident(self, cl: Any, matrix: _DeviceMatrix, frames: np.ndarray, n: int, repeats: int,
-                       variance: bool) -> float:
-        kernels = self._kernels(frames.dtype)
-        if self._unified:
-            xbuf = cl.Buffer(self._ctx, cl.mem_flags.READ_ONLY | cl.mem_flags.USE_HOST_PTR, hostbuf=frames)
-        else:
-            xbuf = cl.Buffer(self._ctx, cl.mem_flags.READ_ONLY | cl.mem_flags.COPY_HOST_PTR, hostbuf=frames)
-        out = [matrix.buffer(name, n * self.nbins * 8) for name in ("t_signal", "t_variance")]
-        best = float("inf")
-        for _ in range(repeats + 1):  # the first launch warms up (code generation, page faults)
-            self._queue.finish()
-            start = time.perf_counter()
-            self._launch(kernels, matrix, xbuf, n, 0, n, variance, out[0], out[1], "t", [])
-            self._queue.finish()
-            best = min(best, time.perf_counter() - start)
-        return best
 
     def _invalid(self, matrix: _DeviceMatrix, frames: np.ndarray, lists: list[tuple]) -> np.ndarray:
         """Collect the kernels' invalid lists; rescan on the host the tiles whose list overflowed."""
