@@ -28,6 +28,8 @@ from reduction.azint.engines.device import (Assignment, DeviceInfo, EngineUnavai
                                       select_device)
 from reduction.azint.engines.opencl_engine import OpenCLEngine
 
+pytestmark = pytest.mark.opencl  # needs pyopencl and a device (PoCL here): `pytest -m "not opencl"` skips them
+
 RTOL = 1e-5
 INSTALL = ("the OpenCL engine tests need pyopencl and an OpenCL device: `pip install pyopencl "
            "pocl-binary-distribution` (PoCL runs the kernels on the CPU), or a vendor ICD on a GPU node")

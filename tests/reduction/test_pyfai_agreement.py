@@ -214,6 +214,7 @@ def cases(draw) -> Case:
     )
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 @given(case=cases())
 def test_random_geometries(case: Case) -> None:
