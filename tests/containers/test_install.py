@@ -52,7 +52,7 @@ def test_the_image_install_steps_work_in_a_fresh_venv(definition, tmp_path) -> N
     assert checked.returncode == 0 and report["ok"], checked.stdout + checked.stderr
     assert report["executable"] == str(tmp_path / "venv" / "bin" / "python")
     assert all(report["packages"][p] for p in ("mpi4py", "pyopencl", "submitit", "dask-jobqueue", "hdf5plugin"))
-    assert {c["name"]: c["status"] for c in report["checks"]}["engine opencl"] == "ok"
+    assert {c["name"]: c["status"] for c in report["checks"]}["azint1d opencl"] == "ok"
     # installed as a copy: the configs and job templates travel inside the package
     installed = subprocess.run([str(tmp_path / "venv" / "bin" / "python"), "-c",
                                 "import hpc, pathlib; p = pathlib.Path(hpc.__file__).parent; "
