@@ -118,6 +118,7 @@ def _same_as_local(experiment, out: Path, tmp_path: Path) -> None:
         np.testing.assert_allclose(theirs[name], ours[name], rtol=1e-6)
 
 
+@pytest.mark.slurm
 def test_array_and_merge_jobs_run_in_the_image(slurm_cluster, experiment, tmp_path, fake_image, apptainer_stub,
                                                monkeypatch, capsys) -> None:
     monkeypatch.setenv("PATH", f"{apptainer_stub.bin}:{os.environ['PATH']}")  # the jobs inherit it (sbatch)
@@ -145,6 +146,7 @@ def test_array_and_merge_jobs_run_in_the_image(slurm_cluster, experiment, tmp_pa
     _same_as_local(experiment, out, tmp_path)
 
 
+@pytest.mark.slurm
 def test_module_image_and_binds_reach_mpi_jobs(slurm_cluster, experiment, tmp_path, fake_image, apptainer_stub,
                                                monkeypatch) -> None:
     """No backend.container: the image of the loaded module (XREDUCE_IMAGE), with XREDUCE_BINDS."""
@@ -168,6 +170,7 @@ def test_module_image_and_binds_reach_mpi_jobs(slurm_cluster, experiment, tmp_pa
     _same_as_local(experiment, out, tmp_path)
 
 
+@pytest.mark.slurm
 def test_submitit_tasks_run_python_in_the_image(slurm_cluster, experiment, tmp_path, fake_image, apptainer_stub,
                                                 monkeypatch) -> None:
     monkeypatch.setenv("PATH", f"{apptainer_stub.bin}:{os.environ['PATH']}")
@@ -180,6 +183,7 @@ def test_submitit_tasks_run_python_in_the_image(slurm_cluster, experiment, tmp_p
     _same_as_local(experiment, out, tmp_path)
 
 
+@pytest.mark.slurm
 def test_dask_worker_jobs_run_in_the_image(slurm_cluster, experiment, tmp_path, fake_image, apptainer_stub,
                                            monkeypatch) -> None:
     """backend=dask backend.cluster=slurm: dask-jobqueue's worker jobs start the worker with the

@@ -56,6 +56,7 @@ def test_unreachable_scheduler_fails_within_the_timeout(experiment, tmp_path, ca
     assert "cannot reach the Dask scheduler at backend.scheduler_address=tcp://127.0.0.1:9" in capsys.readouterr().err
 
 
+@pytest.mark.slurm
 def test_slurm_cluster_survives_a_cancelled_worker_job(tmp_path, capsys) -> None:
     """dask-jobqueue SLURMCluster on the test Slurm: scancel a worker job mid-campaign; the campaign
     still completes, with the same numbers as backend=local."""

@@ -19,6 +19,8 @@ from campaign_helpers import (campaign_overrides, intensities, job_state, requir
 
 N_FRAMES = 12
 
+pytestmark = pytest.mark.slurm
+
 
 @pytest.fixture(scope="module", autouse=True)
 def slurm_cluster() -> None:
