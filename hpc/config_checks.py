@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from .config_errors import _EXAMPLES, _did_you_mean
 from .config_schema import _FILE_KEYS, MERGE_MODES
 from .errors import ConfigError
+from .slurm_units import minutes
 
 
 def _check_missing(cfg: DictConfig) -> None:
@@ -189,14 +190,13 @@ def _default_output(raw_data: Path, name: str) -> Path:
     return raw_data.parent / "xreduce_output" / name
 
 
-_SLURM_TIME = re.compile(r"^(\d+|\d+:\d{1,2}|\d+:\d{1,2}:\d{1,2}|\d+-\d+|\d+-\d+:\d{1,2}|\d+-\d+:\d{1,2}:\d{1,2})$")
-
-
 def _slurm_time(key: str, value: str, check_paths: bool) -> Any:
-    """Slurm's --time formats: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S."""
-    if not _SLURM_TIME.match(str(value)):
+    """Slurm's --time formats (one grammar: :func:`hpc.slurm_units.minutes`)."""
+    try:
+        minutes(value)
+    except ValueError:
         raise ConfigError(f"{key}={value!r} is not a Slurm time: use minutes, HH:MM:SS or D-HH:MM:SS "
-                          f"(e.g. {key}=01:30:00)")
+                          f"(e.g. {key}=01:30:00)") from None
     return _UNCHANGED
 
 

@@ -21,7 +21,6 @@ import json
 import re
 import shlex
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -32,8 +31,9 @@ from typing import Any
 from ..container import Container, container_for, running_image
 from ..errors import BackendError
 from ..plan import Plan, write_plan
+from ..process import call
 
-__all__ = ["Submission", "require", "submit", "active_jobs", "task_states", "cancel", "latest_submission", "call"]
+__all__ = ["Submission", "require", "submit", "active_jobs", "task_states", "cancel", "latest_submission"]
 
 
 
@@ -63,23 +63,9 @@ def _not_found(command: str) -> BackendError:
                         "use backend=local to run here")
 
 
-def call(cmd: list[str], *, timeout: float = 60) -> str:
-    """Run a Slurm command; BackendError with command, exit code, stdout and stderr on failure."""
-    if shutil.which(cmd[0]) is None:
-        raise _not_found(cmd[0])
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        raise BackendError(f"`{shlex.join(cmd)}` did not answer within {timeout:.0f} s") from None
-    if done.returncode != 0:
-        raise BackendError(f"`{shlex.join(cmd)}` failed with exit code {done.returncode}\n"
-                           f"stderr: {done.stderr.strip()}\nstdout: {done.stdout.strip()}")
-    return done.stdout
-
-
 def max_array_size() -> int:
     """The cluster's MaxArraySize (array indices must stay below it)."""
-    match = re.search(r"^MaxArraySize\s*=\s*(\d+)", call(["scontrol", "show", "config"]), re.MULTILINE)
+    match = re.search(r"^MaxArraySize\s*=\s*(\d+)", call(["scontrol", "show", "config"]).stdout, re.MULTILINE)
     return int(match.group(1)) if match else 1001
 
 
@@ -131,7 +117,7 @@ def active_jobs(output: Path) -> list[str]:
     sub = latest_submission(output)
     if sub is None or shutil.which("squeue") is None:
         return []
-    listed = call(["squeue", "-h", "-o", "%F %T"]).split()
+    listed = call(["squeue", "-h", "-o", "%F %T"]).stdout.split()
     queued = {listed[i] for i in range(0, len(listed) - 1, 2) if listed[i + 1] in ACTIVE}
     return [job for job in sub.job_ids if job in queued]
 
@@ -160,7 +146,7 @@ def render(template: str, **values: Any) -> str:
 
 
 def _sbatch(script: Path) -> str:
-    out = call(["sbatch", "--parsable", str(script)])
+    out = call(["sbatch", "--parsable", str(script)]).stdout
     match = _JOB_ID.match(out.strip())
     if not match:
         raise BackendError(f"cannot read a job id in sbatch's answer for {script}: {out!r} "
@@ -244,13 +230,13 @@ def task_states(sub: Submission) -> dict[int, tuple[str, str]]:
         return states
     ids = ",".join(sub.array_jobs)
     if shutil.which("sacct"):
-        for line in call(["sacct", "-n", "-P", "-X", "-j", ids, "-o", "JobID,State"]).splitlines():
+        for line in call(["sacct", "-n", "-P", "-X", "-j", ids, "-o", "JobID,State"]).stdout.splitlines():
             job, _, state = line.partition("|")
             array_job, _, task = job.partition("_")
             if task.isdigit() and array_job in sub.array_jobs:
                 states[sub.group_of(array_job, int(task))] = (state.split()[0] if state else "UNKNOWN", job)
     if shutil.which("squeue"):  # pending tasks appear here one by one (-r), sacct only as ranges
-        for line in call(["squeue", "-h", "-r", "-j", ids, "-o", "%i %T"]).splitlines():
+        for line in call(["squeue", "-h", "-r", "-j", ids, "-o", "%i %T"]).stdout.splitlines():
             job, _, state = line.partition(" ")
             array_job, _, task = job.partition("_")
             if task.isdigit() and array_job in sub.array_jobs:

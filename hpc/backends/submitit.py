@@ -13,7 +13,6 @@ Apptainer image (submitit's ``python`` command), with the binds of :mod:`hpc.con
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -21,37 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from ..container import container_for
-from ..errors import BackendError, ConfigError
+from ..errors import BackendError
 from ..plan import Plan, read_plan, write_plan
+from ..slurm_units import minutes
 from ..state import ChunkPaths, record_failure
 from ..worker import Outcome, StepCache, process_chunk
 from .slurm import max_array_size, pack_groups, split_arrays
 
-__all__ = ["SubmititBackend", "GroupTask", "minutes"]
-
-_TIME = re.compile(r"^(?:(?P<d>\d+)-)?(?P<a>\d+)(?::(?P<b>\d+))?(?::(?P<c>\d+))?$")
-
-
-def minutes(slurm_time: str) -> int:
-    """Slurm's --time text → whole minutes (submitit's ``timeout_min``), rounded up.
-
-    >>> minutes("01:30:00"), minutes("2-00:00:00"), minutes("45"), minutes("10:30")
-    (90, 2880, 45, 11)
-    """
-    m = _TIME.match(str(slurm_time))
-    if not m:
-        raise ConfigError(f"backend.time={slurm_time!r} is not a Slurm time (e.g. 01:00:00)")
-    days = int(m["d"] or 0)
-    a, b, c = int(m["a"]), m["b"], m["c"]
-    if m["d"]:  # D-H, D-H:M, D-H:M:S
-        hours, mins, secs = a, int(b or 0), int(c or 0)
-    elif c is not None:  # H:M:S
-        hours, mins, secs = a, int(b), int(c)
-    elif b is not None:  # M:S
-        hours, mins, secs = 0, a, int(b)
-    else:  # M
-        hours, mins, secs = 0, a, 0
-    return days * 1440 + hours * 60 + mins + (1 if secs else 0)
+__all__ = ["SubmititBackend", "GroupTask"]
 
 
 def _submitit() -> Any:

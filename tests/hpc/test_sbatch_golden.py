@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -66,7 +67,8 @@ def submitted_scripts(tmp_path: Path, monkeypatch, todo: list[int], **keys) -> d
 
     answers = iter(range(1001, 2000))
     monkeypatch.setattr(slurm, "require", lambda: None)
-    monkeypatch.setattr(slurm, "call", lambda cmd, **kw: f"{next(answers)}\n" if cmd[0] == "sbatch" else "")
+    monkeypatch.setattr(slurm, "call", lambda cmd, **kw: subprocess.CompletedProcess(
+        cmd, 0, f"{next(answers)}\n" if cmd[0] == "sbatch" else "", ""))
     sub = slurm.submit(fixed_plan(tmp_path / "out"), todo, backend_config(**keys))
     folder = Path(sub.folder)
     return {path.name: normalise(path.read_text(encoding="utf-8"), folder, tmp_path)

@@ -190,12 +190,6 @@ def test_submitit_backend_end_to_end(experiment, tmp_path, capsys) -> None:
     assert list(folder.glob("*_result.pkl")), "submitit ran the tasks as Slurm jobs"
 
 
-def test_submitit_time_conversion() -> None:
-    from hpc.backends.submitit import minutes
-
-    assert [minutes(t) for t in ("01:30:00", "2-00:00:00", "45", "10:30", "1-02")] == [90, 2880, 45, 11, 1560]
-
-
 def test_a_rejected_merge_job_withdraws_its_arrays(experiment, tmp_path, capsys, monkeypatch) -> None:
     from hpc.backends import slurm
 
