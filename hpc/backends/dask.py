@@ -9,6 +9,7 @@ chunk with it: Dask retries the task elsewhere, and the chunk files make a retry
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -20,10 +21,13 @@ from ..errors import BackendError
 from ..plan import Plan
 from ..state import ChunkPaths, record_failure
 from ..worker import Outcome, chunk_task
+from .base import Backend
+from .slurm_cluster import missing
 
 __all__ = ["DaskBackend"]
 
 log = logging.getLogger(__name__)
+
 
 def _task(plan_path: str, index: int, threads: int) -> Outcome:
     """One chunk on a Dask worker, with the worker's share of the cores for the engine."""
@@ -31,33 +35,39 @@ def _task(plan_path: str, index: int, threads: int) -> Outcome:
     return chunk_task(plan_path, index)
 
 
-def _distributed() -> Any:
-    try:
-        import distributed
-    except ImportError:
-        raise BackendError("backend=dask needs dask.distributed: pip install 'xreduce[dask]'") from None
-    return distributed
-
-
-class DaskBackend:
+class DaskBackend(Backend):
     """Run chunks on Dask workers; builds the cluster from ``backend.*`` unless given a client."""
 
     name = "dask"
+    waits = True
 
     def __init__(self, cfg: Any, client: Any = None) -> None:
-        self.cfg, self.client = cfg, client
+        super().__init__(cfg)
+        self.client = client
+
+    @property
+    def _on_slurm(self) -> bool:
+        """Whether the workers are Slurm jobs this backend submits (dask-jobqueue)."""
+        return self.cfg.cluster == "slurm" and not self.cfg.scheduler_address and self.client is None
+
+    def available(self) -> str | None:
+        if importlib.util.find_spec("distributed") is None:
+            return "backend=dask needs dask.distributed: pip install 'xreduce[dask]'"
+        if not self._on_slurm:
+            return None
+        if importlib.util.find_spec("dask_jobqueue") is None:
+            return "backend.cluster=slurm needs dask-jobqueue: pip install 'xreduce[dask]'"
+        return missing("sbatch", "squeue", "scancel")
 
     def _engine_threads(self) -> int:
         cfg = self.cfg
-        if cfg.cluster == "slurm" and not cfg.scheduler_address and self.client is None:
+        if self._on_slurm:
             return max(1, int(cfg.cores) // max(1, int(cfg.processes)))
         return max(1, (os.cpu_count() or 1) // max(1, int(cfg.workers)))
 
     def _slurm_cluster(self, plan_config: Mapping[str, Any]) -> Any:
-        try:
-            from dask_jobqueue import SLURMCluster
-        except ImportError:
-            raise BackendError("backend.cluster=slurm needs dask-jobqueue: pip install 'xreduce[dask]'") from None
+        from dask_jobqueue import SLURMCluster
+
         cfg = self.cfg
         # in an image, the worker jobs start `apptainer exec ... IMAGE python3 -m distributed.cli.dask_worker`;
         # the scheduler runs here, so submit from the same image (the module's wrapper does) to match versions
@@ -79,7 +89,8 @@ class DaskBackend:
 
     def _connect(self, plan_config: Mapping[str, Any]) -> tuple[Any, Any]:
         """(client, cluster we own or None)."""
-        distributed = _distributed()
+        import distributed
+
         if self.client is not None:
             return self.client, None
         cfg = self.cfg
@@ -89,7 +100,7 @@ class DaskBackend:
             except (OSError, TimeoutError) as exc:
                 raise BackendError(f"cannot reach the Dask scheduler at backend.scheduler_address="
                                    f"{cfg.scheduler_address} within {cfg.connect_timeout} s: {exc}") from None
-        if cfg.cluster == "slurm":
+        if self._on_slurm:
             cluster = self._slurm_cluster(plan_config)
         else:
             cluster = distributed.LocalCluster(n_workers=cfg.workers, threads_per_worker=cfg.threads_per_worker,
@@ -97,7 +108,8 @@ class DaskBackend:
         return distributed.Client(cluster), cluster
 
     def run(self, plan: Plan, chunk_indices: Sequence[int], on_outcome: Callable[[Outcome], None]) -> None:
-        distributed = _distributed()
+        import distributed
+
         if logging.getLogger().getEffectiveLevel() >= logging.WARNING:  # keep Dask's chatter out of the bar
             logging.getLogger("distributed").setLevel(logging.WARNING)
         client, cluster = self._connect(plan.config)

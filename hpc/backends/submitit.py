@@ -12,6 +12,7 @@ Apptainer image (submitit's ``python`` command), with the binds of :mod:`hpc.con
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -20,23 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from ..container import container_for
-from ..errors import BackendError
 from ..plan import Plan, read_plan, write_plan
 from ..slurm_units import minutes
 from ..state import ChunkPaths, record_failure
 from ..worker import Outcome, StepCache, process_chunk
-from .slurm import max_array_size, pack_groups, split_arrays
+from .base import Backend
+from .slurm_cluster import max_array_size, missing, pack_groups, split_arrays
 
 __all__ = ["SubmititBackend", "GroupTask"]
-
-
-def _submitit() -> Any:
-    """The submitit module, or a BackendError saying which extra installs it."""
-    try:
-        import submitit
-    except ImportError:
-        raise BackendError("backend=submitit needs the submitit package: pip install 'xreduce[slurm]'") from None
-    return submitit
 
 
 class GroupTask:
@@ -54,19 +46,25 @@ class GroupTask:
 
     def checkpoint(self, indices: list[int]) -> Any:
         """Requeue the same group on timeout or preemption: finished chunks are skipped as files."""
-        return _submitit().helpers.DelayedSubmission(GroupTask(self.plan_path), indices)
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(GroupTask(self.plan_path), indices)
 
 
-class SubmititBackend:
+class SubmititBackend(Backend):
     """Submit through submitit's AutoExecutor (Slurm) and wait, reporting outcomes as tasks end."""
 
     name = "submitit"
+    waits = True
 
-    def __init__(self, cfg: Any) -> None:
-        self.cfg = cfg
+    def available(self) -> str | None:
+        if importlib.util.find_spec("submitit") is None:
+            return "backend=submitit needs the submitit package: pip install 'xreduce[slurm]'"
+        return missing("sbatch", "srun", "sacct", "scontrol", "scancel")
 
     def _executor(self, folder: Path, plan: Plan) -> Any:
-        submitit = _submitit()
+        import submitit
+
         cfg = self.cfg
         container = container_for(cfg, plan.config)
         python = {} if container is None else {
@@ -86,6 +84,8 @@ class SubmititBackend:
         return executor
 
     def run(self, plan: Plan, chunk_indices: Sequence[int], on_outcome: Callable[[Outcome], None]) -> None:
+        import submitit
+
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
         folder = Path(self.cfg.folder) if self.cfg.folder else Path(plan.output) / "submitit" / stamp
         folder.mkdir(parents=True, exist_ok=True)
@@ -97,7 +97,7 @@ class SubmititBackend:
         for offset, count in split_arrays(len(groups), max_array_size()):
             jobs += executor.map_array(GroupTask(str(plan_path)), groups[offset:offset + count])
         group_of = {job.job_id: group for job, group in zip(jobs, groups)}
-        for job in _submitit().helpers.as_completed(jobs, poll_frequency=1):
+        for job in submitit.helpers.as_completed(jobs, poll_frequency=1):
             group = group_of[job.job_id]
             try:
                 outcomes = job.result()

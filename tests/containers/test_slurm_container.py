@@ -87,7 +87,7 @@ def test_container_for_checks_image_and_binds(experiment, tmp_path, fake_image) 
 
 
 def test_slurm_scripts_outside_a_container_are_unchanged(experiment, tmp_path) -> None:
-    from hpc.backends.slurm import _xreduce
+    from hpc.backends.sbatch import _xreduce
 
     assert _xreduce(None, gpu=True).endswith("-m hpc.cli")
 
