@@ -42,13 +42,13 @@ from .config_checks import _check_missing, _check_values
 from .config_errors import _did_you_mean, _hydra_error, _omegaconf_error
 from .config_identity import config_hash, to_dict, to_json, to_yaml
 from .config_schema import (BACKEND_SCHEMAS, MERGE_MODES, REDUCTION_SCHEMAS, Azint1dConfig, Azint2dConfig,
-                            AzintConfig, BackendConfig, CampaignConfig, Config, DaskBackendConfig,
+                            AzintConfig, BackendConfig, BatchBackendConfig, CampaignConfig, Config, DaskBackendConfig,
                             LocalBackendConfig, MergeConfig, MPIBackendConfig, PartitionConfig,
                             ReductionConfig, SlurmBackendConfig, SubmititBackendConfig)
 from .errors import ConfigError
 
 __all__ = ["Config", "CampaignConfig", "ReductionConfig", "AzintConfig", "Azint1dConfig", "Azint2dConfig",
-           "BackendConfig", "LocalBackendConfig", "SlurmBackendConfig", "SubmititBackendConfig",
+           "BackendConfig", "LocalBackendConfig", "BatchBackendConfig", "SlurmBackendConfig", "SubmititBackendConfig",
            "DaskBackendConfig", "MPIBackendConfig", "PartitionConfig", "MergeConfig", "REDUCTION_SCHEMAS",
            "BACKEND_SCHEMAS", "MERGE_MODES", "load_config", "config_from_dict", "config_hash", "to_yaml",
            "to_json", "to_dict", "shipped_config_dir"]

@@ -19,12 +19,13 @@ from typing import Any
 from ..container import container_for
 from ..errors import BackendError
 from ..plan import Plan
+from ..slurm_units import mebibytes
 from ..state import ChunkPaths, record_failure
 from ..worker import Outcome, chunk_task
 from .base import Backend
 from .slurm_cluster import missing
 
-__all__ = ["DaskBackend"]
+__all__ = ["DaskBackend", "jobqueue_parameters"]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,34 @@ def _task(plan_path: str, index: int, threads: int) -> Outcome:
     """One chunk on a Dask worker, with the worker's share of the cores for the engine."""
     os.environ.setdefault("XREDUCE_THREADS", str(threads))
     return chunk_task(plan_path, index)
+
+
+def jobqueue_parameters(cfg: Any) -> dict[str, Any]:
+    """The worker jobs of ``cluster=slurm`` in dask-jobqueue's names: SLURMCluster's arguments but ``python``.
+
+    Slurm's texts go into the job script as they are: partition → ``queue``, time → ``walltime``, mem
+    → ``job_mem`` (its --mem). ``memory``, the workers' own limit, is mem in MiB, which dask reads in
+    powers of 1024 as Slurm does, so both sides agree on "16G". cpus_per_task → ``cores``; qos and
+    gpus_per_task become directives after extra_directives; setup → ``job_script_prologue``.
+
+    >>> from omegaconf import OmegaConf
+    >>> from hpc.config_schema import DaskBackendConfig
+    >>> cfg = OmegaConf.merge(OmegaConf.structured(DaskBackendConfig), {"cluster": "slurm", "mem": "16G",
+    ...                       "partition": "gpu", "gpus_per_task": 1, "extra_directives": ["--exclusive"]})
+    >>> params = jobqueue_parameters(cfg)
+    >>> params["memory"], params["job_mem"], params["queue"], params["walltime"], params["cores"]
+    ('16384MiB', '16G', 'gpu', '01:00:00', 2)
+    >>> params["job_extra_directives"]
+    ['--exclusive', '--gres=gpu:1']
+    """
+    extra = [*cfg.extra_directives, *([f"--qos={cfg.qos}"] if cfg.qos else []),
+             *([f"--gres=gpu:{cfg.gpus_per_task}"] if cfg.gpus_per_task else [])]
+    return dict(queue=cfg.partition, account=cfg.account, walltime=cfg.time, cores=int(cfg.cpus_per_task),
+                job_mem=cfg.mem, memory=f"{mebibytes(cfg.mem)}MiB", processes=int(cfg.processes),
+                job_extra_directives=extra, job_script_prologue=list(cfg.setup), interface=cfg.interface,
+                local_directory=cfg.local_directory, log_directory=cfg.log_directory,
+                # workers leave before the time limit, and are replaced while work remains
+                worker_extra_args=["--lifetime", cfg.lifetime, "--lifetime-stagger", "2m"])
 
 
 class DaskBackend(Backend):
@@ -62,7 +91,7 @@ class DaskBackend(Backend):
     def _engine_threads(self) -> int:
         cfg = self.cfg
         if self._on_slurm:
-            return max(1, int(cfg.cores) // max(1, int(cfg.processes)))
+            return max(1, int(cfg.cpus_per_task) // max(1, int(cfg.processes)))
         return max(1, (os.cpu_count() or 1) // max(1, int(cfg.workers)))
 
     def _slurm_cluster(self, plan_config: Mapping[str, Any]) -> Any:
@@ -72,15 +101,8 @@ class DaskBackend(Backend):
         # in an image, the worker jobs start `apptainer exec ... IMAGE python3 -m distributed.cli.dask_worker`;
         # the scheduler runs here, so submit from the same image (the module's wrapper does) to match versions
         container = container_for(cfg, plan_config)
-        gpu = any("gpu" in directive for directive in cfg.job_extra_directives)
-        cluster = SLURMCluster(python=container.command("python3", gpu=gpu) if container else None,
-                               cores=cfg.cores, memory=cfg.memory, processes=cfg.processes, walltime=cfg.walltime,
-                               queue=cfg.queue, account=cfg.account, interface=cfg.interface,
-                               job_extra_directives=list(cfg.job_extra_directives),
-                               job_script_prologue=list(cfg.setup), local_directory=cfg.local_directory,
-                               log_directory=cfg.log_directory,
-                               # workers leave before the walltime, and are replaced while work remains
-                               worker_extra_args=["--lifetime", cfg.lifetime, "--lifetime-stagger", "2m"])
+        python = container.command("python3", gpu=bool(cfg.gpus_per_task)) if container else None
+        cluster = SLURMCluster(python=python, **jobqueue_parameters(cfg))
         if cfg.jobs:
             cluster.scale(jobs=cfg.jobs)
         else:

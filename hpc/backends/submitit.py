@@ -22,13 +22,48 @@ from typing import Any
 
 from ..container import container_for
 from ..plan import Plan, read_plan, write_plan
-from ..slurm_units import minutes
+from ..slurm_units import mebibytes, minutes
 from ..state import ChunkPaths, record_failure
 from ..worker import Outcome, StepCache, process_chunk
 from .base import Backend
 from .slurm_cluster import max_array_size, missing, pack_groups, split_arrays
 
-__all__ = ["SubmititBackend", "GroupTask"]
+__all__ = ["SubmititBackend", "GroupTask", "submitit_parameters"]
+
+
+def _as_mapping(options: Sequence[str]) -> dict[str, str | bool]:
+    """Long sbatch options as submitit's ``slurm_additional_parameters``: "--exclusive" → {"exclusive": True}."""
+    mapping: dict[str, str | bool] = {}
+    for option in options:
+        name, equals, value = option.removeprefix("--").partition("=")
+        mapping[name] = value if equals else True
+    return mapping
+
+
+def submitit_parameters(cfg: Any) -> dict[str, Any]:
+    """The backend's keys in submitit's names: AutoExecutor.update_parameters' arguments (null keys left out).
+
+    time → ``timeout_min`` (whole minutes, rounded up); mem → ``mem_gb``, its MiB / 1024 (submitit
+    writes a whole number back as "16GB", else as MB: --mem is what was asked); gpus_per_task →
+    ``gpus_per_node`` (one task per node); partition, account, qos, setup → ``slurm_partition``,
+    ``slurm_account``, ``slurm_qos``, ``slurm_setup``; extra_directives → ``slurm_additional_parameters``.
+
+    >>> from omegaconf import OmegaConf
+    >>> from hpc.config_schema import SubmititBackendConfig
+    >>> cfg = OmegaConf.merge(OmegaConf.structured(SubmititBackendConfig), {"time": "1:30:00", "mem": "1500M",
+    ...                       "extra_directives": ["--exclusive", "--constraint=v100"]})
+    >>> params = submitit_parameters(cfg)
+    >>> params["timeout_min"], params["mem_gb"], params["slurm_additional_parameters"]
+    (90, 1.46484375, {'exclusive': True, 'constraint': 'v100'})
+    >>> submitit_parameters(OmegaConf.merge(cfg, {"mem": "16G"}))["mem_gb"]
+    16.0
+    """
+    params = dict(name="xreduce", timeout_min=minutes(cfg.time), cpus_per_task=int(cfg.cpus_per_task),
+                  mem_gb=mebibytes(cfg.mem) / 1024 if cfg.mem else None, gpus_per_node=int(cfg.gpus_per_task) or None,
+                  slurm_partition=cfg.partition, slurm_account=cfg.account, slurm_qos=cfg.qos,
+                  slurm_setup=list(cfg.setup) or None, slurm_array_parallelism=int(cfg.array_parallelism),
+                  slurm_additional_parameters=_as_mapping(cfg.extra_directives) or None)
+    return {key: value for key, value in params.items() if value is not None}
 
 
 class GroupTask:
@@ -65,22 +100,11 @@ class SubmititBackend(Backend):
     def _executor(self, folder: Path, plan: Plan) -> Any:
         import submitit
 
-        cfg = self.cfg
-        container = container_for(cfg, plan.config)
+        container = container_for(self.cfg, plan.config)
         python = {} if container is None else {
-            "slurm_python": container.command("python3", gpu=bool(cfg.gpus_per_task))}
+            "slurm_python": container.command("python3", gpu=bool(self.cfg.gpus_per_task))}
         executor = submitit.AutoExecutor(folder=folder, cluster="slurm", **python)
-        params: dict[str, Any] = dict(timeout_min=minutes(cfg.time), cpus_per_task=int(cfg.cpus_per_task),
-                                      slurm_array_parallelism=int(cfg.array_parallelism), name="xreduce")
-        if cfg.partition:
-            params["slurm_partition"] = cfg.partition
-        if cfg.mem_gb:
-            params["mem_gb"] = float(cfg.mem_gb)
-        if cfg.gpus_per_task:
-            params["gpus_per_node"] = int(cfg.gpus_per_task)
-        if cfg.extra:
-            params["slurm_additional_parameters"] = dict(cfg.extra)
-        executor.update_parameters(**params)
+        executor.update_parameters(**submitit_parameters(self.cfg))
         return executor
 
     def run(self, plan: Plan, chunk_indices: Sequence[int], on_outcome: Callable[[Outcome], None]) -> None:

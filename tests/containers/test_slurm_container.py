@@ -191,7 +191,7 @@ def test_dask_worker_jobs_run_in_the_image(slurm_cluster, experiment, tmp_path, 
     monkeypatch.setenv("PATH", f"{apptainer_stub.bin}:{os.environ['PATH']}")
     out = tmp_path / "out"
     assert main(["run", *overrides(experiment, out, "backend=dask", "backend.cluster=slurm", "backend.interface=lo",
-                                   "backend.jobs=1", "backend.cores=1", "backend.memory=2GB",
+                                   "backend.jobs=1", "backend.cpus_per_task=1", "backend.mem=2G",
                                    f"backend.container={fake_image}", f"backend.log_directory={tmp_path / 'logs'}")]) == 0
     calls = apptainer_stub.calls()
     binds = ",".join([str(experiment.raw_data), str(out), str(Path(experiment.poni).parent)])

@@ -69,7 +69,7 @@ def test_slurm_cluster_survives_a_cancelled_worker_job(tmp_path, capsys) -> None
     exp = write_demo_experiment(tmp_path / "data", n_datasets=1, n_scans=2, n_frames=40, detector="Pilatus1M")
     out, ref = tmp_path / "dask", tmp_path / "local"
     args = overrides(exp, out, "backend=dask", "backend.cluster=slurm", "backend.interface=lo", "backend.jobs=2",
-                     "backend.cores=1", "backend.memory=2GB", f"backend.log_directory={tmp_path / 'logs'}",
+                     "backend.cpus_per_task=1", "backend.mem=2G", f"backend.log_directory={tmp_path / 'logs'}",
                      "partition.frames_per_chunk=1")
     runner = subprocess.Popen([sys.executable, "-m", "hpc.cli", "run", *args], stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
