@@ -19,7 +19,7 @@ from tqdm import tqdm
 from reduction.errors import XReduceError
 from reduction.step import MasterEntry, Step, get_kind
 
-from .backends import get_backend
+from .backends import get_backend, submitting, waiting
 from .errors import BackendError, ConfigError
 from .plan import Plan, make_plan, read_plan, write_plan
 from .state import DONE, FAILED, PENDING, ChunkPaths, ChunkState, chunk_states
@@ -106,14 +106,12 @@ def run(cfg: Any, client: Any = None) -> int:
     """Run every pending or failed chunk with the configured backend (or on a given Dask
     ``client``), then merge."""
     _open_step(cfg)  # a bad PONI/mask fails here, before anything runs
-    if client is not None:
-        from .backends.dask import DaskBackend
-        from .config import DaskBackendConfig
-
-        backend = DaskBackend(cfg.backend if cfg.backend.name == "dask" else DaskBackendConfig(), client)
-    else:
-        backend = get_backend(cfg.backend)
-    if not getattr(backend, "is_root", True):  # an MPI rank other than 0: serve chunks, nothing else
+    backend = get_backend(cfg.backend, client=client)
+    if not backend.waits:
+        raise ConfigError(f"backend={backend.name} submits and returns: use `xreduce submit`, not `xreduce run` "
+                          f"(backends that run here and wait: {', '.join(waiting())})")
+    backend.require()
+    if not backend.is_root:  # an SPMD rank other than the root: serve chunks, nothing else
         backend.serve()
         return 0
     new = _make_plan(cfg)
@@ -123,7 +121,7 @@ def run(cfg: Any, client: Any = None) -> int:
     skipped = len(states) - len(todo)
     _say(f"{len(new.chunks)} chunks: {skipped} already done, {len(todo)} to run with backend "
          f"{cfg.backend.name} → {output}")
-    if not todo and getattr(backend, "always_run", False):
+    if not todo and backend.spmd:  # the root opens and closes its executor: the other ranks stop serving
         backend.run(new, [], lambda outcome: None)
     if todo:
         total = sum(new.chunks[i].nframes for i in todo)
@@ -158,76 +156,46 @@ def run(cfg: Any, client: Any = None) -> int:
     return code
 
 
-# -- Slurm ----------------------------------------------------------------------------------------
+# -- submitting ---------------------------------------------------------------------------------
 def submit(cfg: Any, force: bool = False) -> int:
-    """backend=slurm: submit the chunks still to do as job arrays plus a dependent merge job."""
-    from .backends import slurm
-
-    if cfg.backend.name != "slurm":
-        raise ConfigError(f"xreduce submit needs backend=slurm (backend.name is {cfg.backend.name!r}); "
-                          "`xreduce run` runs other backends here")
+    """A submitting backend (slurm): submit the chunks still to do, e.g. as job arrays plus a merge job."""
+    backend = get_backend(cfg.backend)
+    if not backend.submits:
+        raise ConfigError(f"xreduce submit needs a backend that submits and returns (backend="
+                          f"{' or '.join(submitting())}); backend.name is {cfg.backend.name!r}: "
+                          "`xreduce run` runs it here")
     _open_step(cfg)
-    slurm.require()
+    backend.require()
     output = Path(cfg.campaign.output)
-    running = slurm.active_jobs(output)
+    running = backend.active_jobs(output)
     if running and not force:
-        raise BackendError(f"campaign {cfg.campaign.name} still has Slurm jobs queued or running: "
-                           f"{', '.join(running)}; wait for them (`xreduce status`), cancel them "
-                           "(`xreduce cancel`), or submit anyway with --force")
+        raise BackendError(f"campaign {cfg.campaign.name} still has jobs queued or running (backend="
+                           f"{backend.name}): {', '.join(running)}; wait for them (`xreduce status`), cancel "
+                           "them (`xreduce cancel`), or submit anyway with --force")
     new = _make_plan(cfg)
     states = chunk_states(new, output)
     todo = [i for i, st in enumerate(states) if st.state != DONE]
     _say(f"{len(new.chunks)} chunks: {len(states) - len(todo)} already done, {len(todo)} to submit")
     if not todo:
         return merge_plan(new, states)
-    sub = slurm.submit(new, todo, cfg.backend)
-    if sub.array_jobs:
-        arrays = ", ".join(f"{job} ({count} tasks)" for job, (_, count) in zip(sub.array_jobs, sub.arrays))
-        _say(f"submitted array job(s) {arrays} and merge job {sub.merge_job}")
-    else:
-        _say(f"submitted MPI job {sub.merge_job} ({cfg.backend.ntasks} ranks; rank 0 merges)")
-    if sub.container:
-        _say(f"jobs run in the Apptainer image {sub.container}")
-    _say(f"scripts and logs: {sub.folder}")
+    _say(backend.submit(new, todo).summary())
     _say(f"watch with `xreduce status {output}`")
     return 0
 
 
 def cancel(cfg: Any) -> int:
-    """scancel the campaign's queued or running Slurm jobs."""
-    from .backends import slurm
-
-    jobs = slurm.cancel(Path(cfg.campaign.output))
+    """Cancel the campaign's queued or running jobs, whichever submitting backend left them."""
+    output = Path(cfg.campaign.output)
+    jobs = [job for backend in submitting().values() for job in backend.cancel(output)]
     _say(f"cancelled {', '.join(jobs)}" if jobs else "nothing queued or running for this campaign")
     return 0
 
 
-def _with_slurm(output: Path, states: list[ChunkState]) -> list[ChunkState]:
-    """Overlay what Slurm knows on chunks the files call pending: queued, running, or died silently."""
-    from .backends import slurm
-
-    sub = slurm.latest_submission(output)
-    if sub is None:
-        return states
-    try:
-        tasks = slurm.task_states(sub)
-    except BackendError as exc:  # a status must still work when the controller is down
-        log.warning("Slurm cannot be asked about jobs %s (%s): states below come from the files only",
-                    ", ".join(sub.job_ids), str(exc).splitlines()[0])
-        return states
-    group_of = {cid: g for g, ids in enumerate(sub.groups) for cid in ids}
-    out = []
-    for st in states:
-        group = group_of.get(st.chunk.id)
-        if st.state == PENDING and group is not None and group in tasks:
-            state, job = tasks[group]
-            if state in slurm.ACTIVE:
-                st = ChunkState(st.chunk, "running" if state == "RUNNING" else "queued", f"Slurm job {job} {state}")
-            elif state in slurm.SILENT_DEATHS:
-                log_file = Path(sub.folder) / "logs" / f"{job}.err"
-                st = ChunkState(st.chunk, FAILED, f"Slurm: {state} (job {job}; log {log_file})")
-        out.append(st)
-    return out
+def _with_schedulers(output: Path, states: list[ChunkState]) -> list[ChunkState]:
+    """What the schedulers know (queued, running, died silently) over what the files say."""
+    for backend in submitting().values():
+        states = backend.overlay(output, states)
+    return states
 
 
 # -- status ---------------------------------------------------------------------------------------
@@ -235,7 +203,7 @@ def status(target: Any, as_json: bool = False) -> int:
     """Done / failed / pending chunks with reasons, from the files of an output folder or a config."""
     output = Path(target) if isinstance(target, (str, Path)) else Path(target.campaign.output)
     current = read_plan(output)
-    states = _with_slurm(output, chunk_states(current, output))
+    states = _with_schedulers(output, chunk_states(current, output))
     counts = Counter(st.state for st in states)
     if as_json:
         print(json.dumps({

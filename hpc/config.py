@@ -41,7 +41,7 @@ from omegaconf.errors import OmegaConfBaseException
 from .config_checks import _check_missing, _check_values
 from .config_errors import _did_you_mean, _hydra_error, _omegaconf_error
 from .config_identity import config_hash, to_dict, to_json, to_yaml
-from .config_schema import (BACKEND_SCHEMAS, MERGE_MODES, BackendConfig, CampaignConfig, Config,
+from .config_schema import (BACKEND_SCHEMAS, MERGE_MODES, BackendConfig, BatchBackendConfig, CampaignConfig, Config,
                             DaskBackendConfig, LocalBackendConfig, MergeConfig, MPIBackendConfig, PartitionConfig,
                             SlurmBackendConfig, SubmititBackendConfig, reduction_schemas, shipped_config_dir)
 from reduction.step import broken_kinds
@@ -49,7 +49,7 @@ from reduction.step import broken_kinds
 from .errors import ConfigError
 
 __all__ = ["Config", "CampaignConfig", "BackendConfig", "LocalBackendConfig", "SlurmBackendConfig",
-           "SubmititBackendConfig", "DaskBackendConfig", "MPIBackendConfig", "PartitionConfig", "MergeConfig",
+           "SubmititBackendConfig", "BatchBackendConfig", "DaskBackendConfig", "MPIBackendConfig", "PartitionConfig", "MergeConfig",
            "BACKEND_SCHEMAS", "MERGE_MODES", "reduction_schemas", "load_config", "config_from_dict", "config_hash", "to_yaml",
            "to_json", "to_dict", "shipped_config_dir"]
 

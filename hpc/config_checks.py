@@ -1,4 +1,4 @@
-"""Config value checks: what a type annotation cannot say (ranges, choices, paths, Slurm times).
+"""Config value checks: what a type annotation cannot say (ranges, choices, paths, Slurm times and sizes).
 
 :data:`_CHECKS` lists them as (key, check), one line each; a check runs when its key exists in the
 chosen schema, so one table serves every backend. The reduction kind's keys are checked by the
@@ -25,6 +25,7 @@ from reduction.step import get_kind, rules
 from .config_errors import _did_you_mean, _example
 from .config_schema import MERGE_MODES
 from .errors import ConfigError
+from .slurm_units import mebibytes, minutes
 
 
 def _check_missing(cfg: DictConfig) -> None:
@@ -186,14 +187,39 @@ def _output(key: str, value: str | None, check_paths: bool) -> Any:
     return str(path)
 
 
-_SLURM_TIME = re.compile(r"^(\d+|\d+:\d{1,2}|\d+:\d{1,2}:\d{1,2}|\d+-\d+|\d+-\d+:\d{1,2}|\d+-\d+:\d{1,2}:\d{1,2})$")
 
 
 def _slurm_time(key: str, value: str, check_paths: bool) -> Any:
-    """Slurm's --time formats: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S."""
-    if not _SLURM_TIME.match(str(value)):
+    """Slurm's --time formats (one grammar: :func:`hpc.slurm_units.minutes`)."""
+    try:
+        minutes(value)
+    except ValueError:
         raise ConfigError(f"{key}={value!r} is not a Slurm time: use minutes, HH:MM:SS or D-HH:MM:SS "
-                          f"(e.g. {key}=01:30:00)")
+                          f"(e.g. {key}=01:30:00)") from None
+    return _UNCHANGED
+
+
+def _slurm_mem(key: str, value: str | None, check_paths: bool) -> Any:
+    """Slurm's --mem formats (one grammar: :func:`hpc.slurm_units.mebibytes`)."""
+    if value is None:
+        return _UNCHANGED
+    try:
+        mebibytes(value)
+    except ValueError:
+        raise ConfigError(f"{key}={value!r} is not a Slurm memory size: a whole number with K, M, G or T "
+                          f"(no unit: M), e.g. {key}=16G") from None
+    return _UNCHANGED
+
+
+_SBATCH_OPTION = re.compile(r"--[A-Za-z][\w-]*(=.+)?")
+
+
+def _sbatch_options(key: str, value: list[str], check_paths: bool) -> Any:
+    """Long sbatch options, the form every batch backend can pass on (submitit takes them as a mapping)."""
+    for option in value:
+        if not _SBATCH_OPTION.fullmatch(option):
+            raise ConfigError(f"{key}: {option!r} must be a long sbatch option, '--name' or '--name=value' "
+                              f"(e.g. '--constraint=v100')")
     return _UNCHANGED
 
 
@@ -217,20 +243,20 @@ _CHECKS: list[tuple[str, _Check]] = [
     ("campaign.output", _output),
     ("backend.workers", _positive),
     ("backend.time", _slurm_time),
+    ("backend.cpus_per_task", _positive),
+    ("backend.mem", _slurm_mem),
+    ("backend.gpus_per_task", _not_negative),
+    ("backend.extra_directives", _sbatch_options),
     ("backend.mode", _choice(lambda: ("array", "mpi"))),
     ("backend.ntasks", _positive),
-    ("backend.walltime", _slurm_time),
     ("backend.cluster", _choice(lambda: ("local", "slurm"))),
     ("backend.threads_per_worker", _positive),
     ("backend.connect_timeout", _positive),
-    ("backend.cores", _positive),
     ("backend.processes", _positive),
     ("backend.merge_time", _slurm_time),
-    ("backend.cpus_per_task", _positive),
     ("backend.chunks_per_task", _positive),
     ("backend.array_parallelism", _optional_positive),
     ("backend.max_array_size", _optional_positive),
-    ("backend.gpus_per_task", _not_negative),
     ("partition.frames_per_chunk", _positive),
     ("merge.mode", _choice(lambda: MERGE_MODES)),
 ]

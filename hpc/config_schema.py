@@ -23,7 +23,7 @@ from reduction.step import MERGE_MODES, ReductionConfig, kinds
 from .errors import ConfigError
 
 __all__ = ["Config", "CampaignConfig", "BackendConfig", "LocalBackendConfig", "SlurmBackendConfig",
-           "SubmititBackendConfig", "DaskBackendConfig", "MPIBackendConfig", "PartitionConfig", "MergeConfig",
+           "SubmititBackendConfig", "BatchBackendConfig", "DaskBackendConfig", "MPIBackendConfig", "PartitionConfig", "MergeConfig",
            "BACKEND_SCHEMAS", "MERGE_MODES", "reduction_schemas", "shipped_config_dir"]
 
 
@@ -66,26 +66,34 @@ class LocalBackendConfig(BackendConfig):
 
 
 @dataclass
-class SlurmBackendConfig(BackendConfig):
-    """``backend=slurm``: one job array for the chunks and a dependent merge job (sbatch)."""
+class BatchBackendConfig(BackendConfig):
+    """Keys of every backend whose chunks run in Slurm jobs (slurm, submitit, dask with cluster=slurm),
+    each spelt as the sbatch option it becomes; submitit and dask-jobqueue get them in their own names
+    and units (:func:`hpc.backends.submitit.submitit_parameters`, :func:`hpc.backends.dask.jobqueue_parameters`)."""
 
-    name: str = "slurm"
     partition: str | None = None            # --partition; null: the cluster's default
     account: str | None = None              # --account
     qos: str | None = None                  # --qos
-    time: str = "01:00:00"                  # --time of each array task (walltime)
+    time: str = "01:00:00"                  # --time of each job (walltime), e.g. 01:30:00 or 1-00:00:00
     cpus_per_task: int = 2                  # --cpus-per-task (engine threads)
-    mem: str | None = None                  # --mem, e.g. 16G
+    mem: str | None = None                  # --mem, e.g. 16G (K, M, G, T; no unit: M); null: the cluster's default
     gpus_per_task: int = 0                  # --gres=gpu:N
+    extra_directives: list[str] = field(default_factory=list)   # more sbatch options, e.g. ["--exclusive"]
+    setup: list[str] = field(default_factory=list)   # shell lines run first in each job, e.g. ["module load hdf5"]
+    container: str | None = None            # Apptainer image the jobs run xreduce (or Python) in;
+                                            #   null: $XREDUCE_IMAGE (the xreduce module) if set (hpc.container)
+    binds: list[str] | None = None          # host paths bound into it; null: raw data, output, input-file folders
+                                            #   (either way plus $XREDUCE_BINDS)
+
+
+@dataclass
+class SlurmBackendConfig(BatchBackendConfig):
+    """``backend=slurm``: one job array for the chunks and a dependent merge job (sbatch)."""
+
+    name: str = "slurm"
     array_parallelism: int | None = None    # --array=...%N: at most N tasks at once
     chunks_per_task: int = 1                # chunks packed into one array task
     max_array_size: int | None = None       # null: MaxArraySize from `scontrol show config`
-    extra_directives: list[str] = field(default_factory=list)   # more "#SBATCH ..." options, e.g. ["--exclusive"]
-    setup: list[str] = field(default_factory=list)   # shell lines before xreduce, e.g. ["module load xreduce"]
-    container: str | None = None            # Apptainer image: jobs run `apptainer exec [--nv] --bind ... IMAGE xreduce`;
-                                            #   null: $XREDUCE_IMAGE (the xreduce module) if set (hpc.container)
-    binds: list[str] | None = None          # host paths bound into the image; null: raw data, output, input-file folders
-                                            #   (either way plus $XREDUCE_BINDS)
     merge_time: str = "00:30:00"            # --time of the merge job
     mode: str = "array"                     # array: a job array + merge job | mpi: one job of `ntasks` MPI ranks
     ntasks: int = 4                         # mode=mpi: MPI ranks (rank 0 hands out chunks and merges)
@@ -93,26 +101,19 @@ class SlurmBackendConfig(BackendConfig):
 
 
 @dataclass
-class SubmititBackendConfig(BackendConfig):
+class SubmititBackendConfig(BatchBackendConfig):
     """``backend=submitit``: one Slurm job array through submitit, waited for with a progress bar."""
 
     name: str = "submitit"
-    partition: str | None = None            # slurm_partition; null: the cluster's default
-    time: str = "01:00:00"                  # walltime of each task (timeout_min); a timed-out task requeues
-    cpus_per_task: int = 2
-    mem_gb: float | None = None
-    gpus_per_task: int = 0                  # gpus_per_node (one task per node)
-    array_parallelism: int = 256            # slurm_array_parallelism
+    array_parallelism: int = 256            # at most N array tasks at once; a timed-out task requeues
     chunks_per_task: int = 1
     folder: str | None = None               # submitit's job folder; null: <output>/submitit/<time stamp>
-    extra: dict[str, str] = field(default_factory=dict)   # slurm_additional_parameters, e.g. {account: ab12}
-    container: str | None = None            # Apptainer image the tasks' Python runs in (as backend=slurm)
-    binds: list[str] | None = None          # host paths bound into it (as backend=slurm)
 
 
 @dataclass
-class DaskBackendConfig(BackendConfig):
-    """``backend=dask``: Dask workers on a LocalCluster, a dask-jobqueue SLURMCluster or a running scheduler."""
+class DaskBackendConfig(BatchBackendConfig):
+    """``backend=dask``: Dask workers on a LocalCluster, a dask-jobqueue SLURMCluster or a running scheduler.
+    The batch keys describe each worker job of ``cluster=slurm``."""
 
     name: str = "dask"
     cluster: str = "local"                  # local | slurm
@@ -121,18 +122,10 @@ class DaskBackendConfig(BackendConfig):
     retries: int = 2                        # a chunk whose worker died is retried on another worker
     workers: int = 2                        # cluster=local: worker processes
     threads_per_worker: int = 1             # cluster=local: Dask threads per worker
-    cores: int = 2                          # cluster=slurm: cores per job
-    memory: str = "8GB"                     # cluster=slurm: memory per job
+    mem: str = "8G"                         # cluster=slurm: --mem of each worker job, shared by its processes
     processes: int = 1                      # cluster=slurm: worker processes per job
-    walltime: str = "01:00:00"              # cluster=slurm
-    lifetime: str = "55m"                   # cluster=slurm: workers leave before the walltime (and are replaced)
-    queue: str | None = None                # cluster=slurm: partition
-    account: str | None = None
+    lifetime: str = "55m"                   # cluster=slurm: workers leave before the time limit (and are replaced)
     interface: str | None = None            # network interface of the workers (e.g. ib0; lo for one node)
-    job_extra_directives: list[str] = field(default_factory=list)   # e.g. ["--gres=gpu:1"]
-    setup: list[str] = field(default_factory=list)   # shell lines before the worker starts
-    container: str | None = None            # cluster=slurm: Apptainer image the worker jobs run in (as backend=slurm)
-    binds: list[str] | None = None          # host paths bound into it (as backend=slurm)
     local_directory: str | None = None
     log_directory: str | None = None
     jobs: int = 0                           # cluster=slurm: a fixed number of jobs; 0: adapt between

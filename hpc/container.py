@@ -116,16 +116,17 @@ def _check_image(image: str, source: str, inside: bool) -> None:
 def container_for(backend: Any, config: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Container | None:
     """The container a backend's jobs run in, or None (they run this Python interpreter).
 
-    ``backend`` has ``container`` and ``binds`` keys (slurm, submitit); ``config`` is the resolved
-    campaign config (a plan's ``config``). Raises ConfigError naming the key or variable at fault.
+    ``backend`` is a batch backend's config (:class:`hpc.config.BatchBackendConfig`: slurm, submitit,
+    dask), with ``container`` and ``binds``; ``config`` is the resolved campaign config (a plan's
+    ``config``). Raises ConfigError naming the key or variable at fault.
     """
     env = os.environ if env is None else env
-    found = find_image(getattr(backend, "container", None), env)
+    found = find_image(backend.container, env)
     if found is None:
         return None
     image, source = found
     _check_image(image, source, inside=running_image(env) is not None)
-    chosen = getattr(backend, "binds", None)
-    binds = [_check_bind(str(b), "backend.binds") for b in chosen] if chosen is not None else campaign_binds(config)
+    binds = ([_check_bind(str(b), "backend.binds") for b in backend.binds] if backend.binds is not None
+             else campaign_binds(config))
     binds += parse_binds(env.get("XREDUCE_BINDS"))
     return Container(image, source, tuple(merge_binds(binds)), env.get("XREDUCE_APPTAINER") or "apptainer")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import importlib
 import json
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +28,8 @@ from reduction.step import SelfCheck as Check
 
 from .about import REQUIRABLE, installed_version
 from .container import running_image
+from .errors import BackendError
+from .process import call
 
 __all__ = ["Check", "Report", "REQUIRABLE", "run_selftest", "format_report", "report_json"]
 
@@ -129,8 +130,8 @@ def _mpi() -> tuple[Check, str | None]:
     if _version("mpi4py") is None:
         return Check("mpi", UNAVAILABLE, "mpi4py is not installed (pip install 'xreduce[mpi]')", "mpi"), None
     try:
-        done = subprocess.run([sys.executable, "-c", _MPI_PROBE], capture_output=True, text=True, timeout=60)
-    except subprocess.TimeoutExpired:
+        done = call([sys.executable, "-c", _MPI_PROBE], timeout=60, check=False)
+    except BackendError:  # it hung: a broken MPI installation, not a missing one
         return Check("mpi", FAILED, "loading the MPI library took more than 60 s", "mpi"), None
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["(no message)"])[-1]

@@ -1,66 +1,48 @@
-"""Backends run task groups of a plan somewhere. Registering one is one entry in ``BACKENDS``.
+"""Backends run or submit the chunks of a plan. Registering one is one entry in ``BACKENDS``.
 
-A backend module implements :class:`Backend`; the campaign runner never knows which one runs.
+Each backend is a :class:`Backend` subclass declaring what it can do (``waits``, ``submits``,
+``spmd``; see :mod:`hpc.backends.base`), so the commands never ask which one runs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
+from omegaconf import OmegaConf
+
+from ..config_schema import DaskBackendConfig
 from ..errors import ConfigError
-from ..plan import Plan
-from ..worker import Outcome
+from .base import Backend, Submitted
+from .dask import DaskBackend
+from .local import LocalBackend
+from .mpi import MPIBackend
+from .slurm import SlurmBackend
+from .submitit import SubmititBackend
 
-__all__ = ["Backend", "get_backend", "BACKENDS"]
+__all__ = ["Backend", "Submitted", "BACKENDS", "get_backend", "waiting", "submitting"]
 
-
-class Backend(Protocol):
-    """Run chunks of a plan; ``on_outcome`` is called as each chunk finishes (for progress)."""
-
-    name: str
-
-    def run(self, plan: Plan, chunk_indices: Sequence[int], on_outcome: Callable[[Outcome], None]) -> None:
-        ...
-
-
-def _local(cfg: Any) -> Backend:
-    from .local import LocalBackend
-
-    return LocalBackend(workers=int(cfg.get("workers", 1) or 1))
+#: backend.name → backend class, made from the ``backend`` config group
+BACKENDS: dict[str, type[Backend]] = {"local": LocalBackend, "slurm": SlurmBackend, "submitit": SubmititBackend,
+                                      "mpi": MPIBackend, "dask": DaskBackend}
 
 
-def _submitit(cfg: Any) -> Backend:
-    from .submitit import SubmititBackend
-
-    return SubmititBackend(cfg)
-
-
-def _dask(cfg: Any) -> Backend:
-    from .dask import DaskBackend
-
-    return DaskBackend(cfg)
-
-
-def _mpi(cfg: Any) -> Backend:
-    from .mpi import MPIBackend
-
-    return MPIBackend(cfg)
-
-
-def _slurm(cfg: Any) -> Backend:
-    raise ConfigError("backend=slurm submits and returns: use `xreduce submit`, not `xreduce run` "
-                      "(or backend=submitit to wait for the jobs here)")
-
-
-#: backend name → factory taking the ``backend`` config group
-BACKENDS: dict[str, Callable[[Any], Backend]] = {"local": _local, "submitit": _submitit, "slurm": _slurm,
-                                                 "mpi": _mpi, "dask": _dask}
-
-
-def get_backend(cfg: Any) -> Backend:
-    """The backend named by ``backend.name``."""
+def get_backend(cfg: Any, *, client: Any = None) -> Backend:
+    """The backend named by ``backend.name``; with a Dask ``client`` (a notebook's), one running the
+    chunks on that client's workers, whatever the name (backend.* keys apply when it is dask)."""
+    if client is not None:
+        return DaskBackend(cfg if cfg.name == "dask" else OmegaConf.structured(DaskBackendConfig), client=client)
     name = cfg.get("name", "local")
     if name not in BACKENDS:
         raise ConfigError(f"backend.name = {name!r} is not available; known: {', '.join(BACKENDS)}")
     return BACKENDS[name](cfg)
+
+
+def waiting() -> dict[str, type[Backend]]:
+    """The backends that run the chunks and wait (``xreduce run``), by name."""
+    return {name: backend for name, backend in BACKENDS.items() if backend.waits}
+
+
+def submitting() -> dict[str, type[Backend]]:
+    """The backends that submit and return (``xreduce submit``), by name; ``status`` and ``cancel`` ask
+    each of them about an output folder."""
+    return {name: backend for name, backend in BACKENDS.items() if backend.submits}

@@ -9,6 +9,7 @@ chunk with it: Dask retries the task elsewhere, and the chunk files make a retry
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -18,12 +19,16 @@ from typing import Any
 from ..container import container_for
 from ..errors import BackendError
 from ..plan import Plan
+from ..slurm_units import mebibytes
 from ..state import ChunkPaths, record_failure
 from ..worker import Outcome, chunk_task
+from .base import Backend
+from .slurm_cluster import missing
 
-__all__ = ["DaskBackend"]
+__all__ = ["DaskBackend", "jobqueue_parameters"]
 
 log = logging.getLogger(__name__)
+
 
 def _task(plan_path: str, index: int, threads: int) -> Outcome:
     """One chunk on a Dask worker, with the worker's share of the cores for the engine."""
@@ -31,46 +36,73 @@ def _task(plan_path: str, index: int, threads: int) -> Outcome:
     return chunk_task(plan_path, index)
 
 
-def _distributed() -> Any:
-    try:
-        import distributed
-    except ImportError:
-        raise BackendError("backend=dask needs dask.distributed: pip install 'xreduce[dask]'") from None
-    return distributed
+def jobqueue_parameters(cfg: Any) -> dict[str, Any]:
+    """The worker jobs of ``cluster=slurm`` in dask-jobqueue's names: SLURMCluster's arguments but ``python``.
+
+    Slurm's texts go into the job script as they are: partition → ``queue``, time → ``walltime``, mem
+    → ``job_mem`` (its --mem). ``memory``, the workers' own limit, is mem in MiB, which dask reads in
+    powers of 1024 as Slurm does, so both sides agree on "16G". cpus_per_task → ``cores``; qos and
+    gpus_per_task become directives after extra_directives; setup → ``job_script_prologue``.
+
+    >>> from omegaconf import OmegaConf
+    >>> from hpc.config_schema import DaskBackendConfig
+    >>> cfg = OmegaConf.merge(OmegaConf.structured(DaskBackendConfig), {"cluster": "slurm", "mem": "16G",
+    ...                       "partition": "gpu", "gpus_per_task": 1, "extra_directives": ["--exclusive"]})
+    >>> params = jobqueue_parameters(cfg)
+    >>> params["memory"], params["job_mem"], params["queue"], params["walltime"], params["cores"]
+    ('16384MiB', '16G', 'gpu', '01:00:00', 2)
+    >>> params["job_extra_directives"]
+    ['--exclusive', '--gres=gpu:1']
+    """
+    extra = [*cfg.extra_directives, *([f"--qos={cfg.qos}"] if cfg.qos else []),
+             *([f"--gres=gpu:{cfg.gpus_per_task}"] if cfg.gpus_per_task else [])]
+    return dict(queue=cfg.partition, account=cfg.account, walltime=cfg.time, cores=int(cfg.cpus_per_task),
+                job_mem=cfg.mem, memory=f"{mebibytes(cfg.mem)}MiB", processes=int(cfg.processes),
+                job_extra_directives=extra, job_script_prologue=list(cfg.setup), interface=cfg.interface,
+                local_directory=cfg.local_directory, log_directory=cfg.log_directory,
+                # workers leave before the time limit, and are replaced while work remains
+                worker_extra_args=["--lifetime", cfg.lifetime, "--lifetime-stagger", "2m"])
 
 
-class DaskBackend:
+class DaskBackend(Backend):
     """Run chunks on Dask workers; builds the cluster from ``backend.*`` unless given a client."""
 
     name = "dask"
+    waits = True
 
     def __init__(self, cfg: Any, client: Any = None) -> None:
-        self.cfg, self.client = cfg, client
+        super().__init__(cfg)
+        self.client = client
+
+    @property
+    def _on_slurm(self) -> bool:
+        """Whether the workers are Slurm jobs this backend submits (dask-jobqueue)."""
+        return self.cfg.cluster == "slurm" and not self.cfg.scheduler_address and self.client is None
+
+    def available(self) -> str | None:
+        if importlib.util.find_spec("distributed") is None:
+            return "backend=dask needs dask.distributed: pip install 'xreduce[dask]'"
+        if not self._on_slurm:
+            return None
+        if importlib.util.find_spec("dask_jobqueue") is None:
+            return "backend.cluster=slurm needs dask-jobqueue: pip install 'xreduce[dask]'"
+        return missing("sbatch", "squeue", "scancel")
 
     def _engine_threads(self) -> int:
         cfg = self.cfg
-        if cfg.cluster == "slurm" and not cfg.scheduler_address and self.client is None:
-            return max(1, int(cfg.cores) // max(1, int(cfg.processes)))
+        if self._on_slurm:
+            return max(1, int(cfg.cpus_per_task) // max(1, int(cfg.processes)))
         return max(1, (os.cpu_count() or 1) // max(1, int(cfg.workers)))
 
     def _slurm_cluster(self, plan_config: Mapping[str, Any]) -> Any:
-        try:
-            from dask_jobqueue import SLURMCluster
-        except ImportError:
-            raise BackendError("backend.cluster=slurm needs dask-jobqueue: pip install 'xreduce[dask]'") from None
+        from dask_jobqueue import SLURMCluster
+
         cfg = self.cfg
         # in an image, the worker jobs start `apptainer exec ... IMAGE python3 -m distributed.cli.dask_worker`;
         # the scheduler runs here, so submit from the same image (the module's wrapper does) to match versions
         container = container_for(cfg, plan_config)
-        gpu = any("gpu" in directive for directive in cfg.job_extra_directives)
-        cluster = SLURMCluster(python=container.command("python3", gpu=gpu) if container else None,
-                               cores=cfg.cores, memory=cfg.memory, processes=cfg.processes, walltime=cfg.walltime,
-                               queue=cfg.queue, account=cfg.account, interface=cfg.interface,
-                               job_extra_directives=list(cfg.job_extra_directives),
-                               job_script_prologue=list(cfg.setup), local_directory=cfg.local_directory,
-                               log_directory=cfg.log_directory,
-                               # workers leave before the walltime, and are replaced while work remains
-                               worker_extra_args=["--lifetime", cfg.lifetime, "--lifetime-stagger", "2m"])
+        python = container.command("python3", gpu=bool(cfg.gpus_per_task)) if container else None
+        cluster = SLURMCluster(python=python, **jobqueue_parameters(cfg))
         if cfg.jobs:
             cluster.scale(jobs=cfg.jobs)
         else:
@@ -79,7 +111,8 @@ class DaskBackend:
 
     def _connect(self, plan_config: Mapping[str, Any]) -> tuple[Any, Any]:
         """(client, cluster we own or None)."""
-        distributed = _distributed()
+        import distributed
+
         if self.client is not None:
             return self.client, None
         cfg = self.cfg
@@ -89,7 +122,7 @@ class DaskBackend:
             except (OSError, TimeoutError) as exc:
                 raise BackendError(f"cannot reach the Dask scheduler at backend.scheduler_address="
                                    f"{cfg.scheduler_address} within {cfg.connect_timeout} s: {exc}") from None
-        if cfg.cluster == "slurm":
+        if self._on_slurm:
             cluster = self._slurm_cluster(plan_config)
         else:
             cluster = distributed.LocalCluster(n_workers=cfg.workers, threads_per_worker=cfg.threads_per_worker,
@@ -97,7 +130,8 @@ class DaskBackend:
         return distributed.Client(cluster), cluster
 
     def run(self, plan: Plan, chunk_indices: Sequence[int], on_outcome: Callable[[Outcome], None]) -> None:
-        distributed = _distributed()
+        import distributed
+
         if logging.getLogger().getEffectiveLevel() >= logging.WARNING:  # keep Dask's chatter out of the bar
             logging.getLogger("distributed").setLevel(logging.WARNING)
         client, cluster = self._connect(plan.config)

@@ -10,9 +10,11 @@ import multiprocessing
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import Any
 
 from ..plan import Plan
 from ..worker import Outcome, StepCache, process_chunk
+from .base import Backend
 
 __all__ = ["LocalBackend"]
 
@@ -31,13 +33,15 @@ def _run_one(index: int) -> Outcome:
     return process_chunk(_PLAN, _PLAN.chunks[index], _STEPS)
 
 
-class LocalBackend:
+class LocalBackend(Backend):
     """``backend=local``: ``backend.workers`` processes (1 = run in this process)."""
 
     name = "local"
+    waits = True
 
-    def __init__(self, workers: int = 1) -> None:
-        self.workers = max(1, int(workers))
+    def __init__(self, cfg: Any) -> None:
+        super().__init__(cfg)
+        self.workers = max(1, int(cfg.workers))
 
     def run(self, plan: Plan, chunk_indices: Sequence[int], on_outcome: Callable[[Outcome], None]) -> None:
         if self.workers == 1 or len(chunk_indices) <= 1:

@@ -2,51 +2,57 @@
 
     mpirun -n 8 xreduce run campaign=my_exp backend=mpi        # or: srun -n 8 xreduce run ...
 
-Every rank starts the same command. Rank 0 plans, hands chunks out dynamically through an
-``MPICommExecutor`` (a chunk at a time, so fast ranks take more) and merges; the other ranks only
-serve tasks, each keeping its integrator (geometry, matrix, engine) for its lifetime. A chunk
-that raises ends as an error record like anywhere else; the other ranks carry on.
+Every rank starts the same command (an SPMD backend). Rank 0 plans, hands chunks out dynamically
+through an ``MPICommExecutor`` (a chunk at a time, so fast ranks take more) and merges; the other
+ranks only serve tasks, each keeping its integrator (geometry, matrix, engine) for its lifetime. A
+chunk that raises ends as an error record like anywhere else; the other ranks carry on. MPI starts
+on the first question about the ranks (``is_root``), not when the backend is made.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Callable, Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from ..errors import BackendError
 from ..plan import Plan
 from ..worker import Outcome, chunk_task
+from .base import Backend
 
 __all__ = ["MPIBackend"]
 
-def _mpi() -> Any:
-    try:
-        from mpi4py import MPI
-    except ImportError:
-        raise BackendError("backend=mpi needs mpi4py (and an MPI library): pip install 'xreduce[mpi]'") from None
-    return MPI
 
-
-class MPIBackend:
+class MPIBackend(Backend):
     """Rank 0 distributes chunks to the other ranks; the other ranks serve until it is done."""
 
     name = "mpi"
+    waits = True
+    spmd = True
 
-    #: rank 0 must open (and close) the executor even with nothing to do, or the others wait forever
-    always_run = True
+    def available(self) -> str | None:
+        if importlib.util.find_spec("mpi4py") is None:
+            return "backend=mpi needs mpi4py (and an MPI library): pip install 'xreduce[mpi]'"
+        return None
 
-    def __init__(self, cfg: Any) -> None:
-        mpi = _mpi()
-        self.comm = mpi.COMM_WORLD
-        if self.comm.Get_size() < 2:
+    @cached_property
+    def comm(self) -> Any:
+        """MPI's world communicator (MPI starts here); this rank's engine gets its share of the node's cores."""
+        self.require()
+        from mpi4py import MPI
+
+        comm = MPI.COMM_WORLD
+        if comm.Get_size() < 2:
             raise BackendError("backend=mpi needs several MPI ranks, but this process is alone: start it with "
                                "`mpirun -n 4 xreduce run backend=mpi ...` (or `srun -n 4 ...` in an allocation); "
                                "rank 0 plans and merges, the others reduce")
         # ranks sharing a node share its cores: each engine gets its slice, not all of them
-        local = self.comm.Split_type(mpi.COMM_TYPE_SHARED).Get_size()
+        local = comm.Split_type(MPI.COMM_TYPE_SHARED).Get_size()
         os.environ.setdefault("XREDUCE_THREADS", str(max(1, (os.cpu_count() or 1) // local)))
+        return comm
 
     @property
     def is_root(self) -> bool:

@@ -1,6 +1,6 @@
 """``backend=slurm``: an sbatch wrapper — one job array for the chunks, one dependent merge job.
 
-``submit`` renders readable sbatch scripts from ``jobs/*.sbatch`` into
+``submit`` writes readable sbatch scripts (:mod:`hpc.backends.sbatch`) into
 ``<output>/slurm/<submission>/`` with a copy of the plan whose task groups are the chunks still
 to do, submits them and returns at once. Array task i runs ``xreduce worker --plan ... --group
 offset+i``; arrays are split so that no index reaches the cluster's MaxArraySize. The merge job
@@ -18,79 +18,32 @@ OUT_OF_MEMORY, CANCELLED, NODE_FAIL).
 from __future__ import annotations
 
 import json
+import logging
 import re
-import shlex
-import shutil
-import subprocess
-import sys
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from string import Template
-from typing import Any
 
-from ..container import Container, container_for, running_image
+from ..container import container_for
 from ..errors import BackendError
 from ..plan import Plan, write_plan
+from ..process import call
+from ..state import FAILED, PENDING, ChunkState
+from . import sbatch
+from .base import Backend
+from .slurm_cluster import max_array_size, missing, pack_groups, split_arrays
 
-__all__ = ["Submission", "require", "submit", "active_jobs", "task_states", "cancel", "latest_submission", "call"]
+__all__ = ["SlurmBackend", "Submission", "latest_submission", "task_states"]
 
-
-
-def jobs_dir() -> Path:
-    """The sbatch templates: ``hpc/jobs`` in a wheel, ``jobs/`` in a checkout."""
-    hpc_dir = Path(__file__).resolve().parents[1]
-    for candidate in (hpc_dir / "jobs", hpc_dir.parent / "jobs"):
-        if (candidate / "array.sbatch").is_file():
-            return candidate
-    raise BackendError(f"xreduce's jobs/ templates are missing (looked in {hpc_dir / 'jobs'} and "
-                       f"{hpc_dir.parent / 'jobs'}): the installation is broken, reinstall xreduce")
+log = logging.getLogger(__name__)
 
 _JOB_ID = re.compile(r"^(?P<job_id>\d+)(;\S+)?\s*$")
+#: Slurm's client commands this backend runs
+COMMANDS = ("sbatch", "squeue", "sacct", "scontrol", "scancel")
 #: Slurm end states in which a task leaves no result and no error record of its own.
 SILENT_DEATHS = {"TIMEOUT", "OUT_OF_MEMORY", "CANCELLED", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE",
                  "FAILED"}
 ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING"}
-
-
-def _not_found(command: str) -> BackendError:
-    image = running_image()
-    if image:
-        return BackendError(f"`{command}` not found inside the Apptainer image {image}: the host's Slurm client "
-                            "is not visible here. Run xreduce through the xreduce module's wrapper, which binds "
-                            "it (XREDUCE_SLURM, docs/containers.md), or submit from a host installation")
-    return BackendError(f"`{command}` not found: Slurm is not installed (or not on PATH) on this machine; "
-                        "use backend=local to run here")
-
-
-def call(cmd: list[str], *, timeout: float = 60) -> str:
-    """Run a Slurm command; BackendError with command, exit code, stdout and stderr on failure."""
-    if shutil.which(cmd[0]) is None:
-        raise _not_found(cmd[0])
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        raise BackendError(f"`{shlex.join(cmd)}` did not answer within {timeout:.0f} s") from None
-    if done.returncode != 0:
-        raise BackendError(f"`{shlex.join(cmd)}` failed with exit code {done.returncode}\n"
-                           f"stderr: {done.stderr.strip()}\nstdout: {done.stdout.strip()}")
-    return done.stdout
-
-
-def max_array_size() -> int:
-    """The cluster's MaxArraySize (array indices must stay below it)."""
-    match = re.search(r"^MaxArraySize\s*=\s*(\d+)", call(["scontrol", "show", "config"]), re.MULTILINE)
-    return int(match.group(1)) if match else 1001
-
-
-def pack_groups(indices: list[int], per_task: int) -> list[list[int]]:
-    """Chunk indices → task groups of ``per_task`` chunks (short chunks share one array task)."""
-    return [indices[i:i + per_task] for i in range(0, len(indices), per_task)]
-
-
-def split_arrays(ngroups: int, limit: int) -> list[tuple[int, int]]:
-    """(offset, count) of each array: every array indexed 0..count-1 with count ≤ ``limit``."""
-    return [(offset, min(limit, ngroups - offset)) for offset in range(0, ngroups, limit)]
 
 
 @dataclass
@@ -104,6 +57,7 @@ class Submission:
     merge_job: str | None
     groups: list[list[str]]  # chunk ids of each task group
     container: str | None = None  # "IMAGE (from SOURCE)" when the jobs run in an Apptainer image
+    ranks: int = 0  # mode=mpi: the MPI ranks of the one job (merge_job)
 
     def save(self) -> None:
         (Path(self.folder) / "submission.json").write_text(json.dumps(self.__dict__, indent=1), encoding="utf-8")
@@ -114,6 +68,16 @@ class Submission:
 
     def group_of(self, array_job: str, task: int) -> int:
         return self.arrays[self.array_jobs.index(array_job)][0] + task
+
+    def summary(self) -> str:
+        if self.array_jobs:
+            arrays = ", ".join(f"{job} ({count} tasks)" for job, (_, count) in zip(self.array_jobs, self.arrays))
+            lines = [f"submitted array job(s) {arrays} and merge job {self.merge_job}"]
+        else:
+            lines = [f"submitted MPI job {self.merge_job} ({self.ranks} ranks; rank 0 merges)"]
+        if self.container:
+            lines.append(f"jobs run in the Apptainer image {self.container}")
+        return "\n".join([*lines, f"scripts and logs: {self.folder}"])
 
 
 def latest_submission(output: Path) -> Submission | None:
@@ -126,41 +90,8 @@ def latest_submission(output: Path) -> Submission | None:
     return Submission(**data)
 
 
-def active_jobs(output: Path) -> list[str]:
-    """Job ids of the campaign's last submission still queued or running."""
-    sub = latest_submission(output)
-    if sub is None or shutil.which("squeue") is None:
-        return []
-    listed = call(["squeue", "-h", "-o", "%F %T"]).split()
-    queued = {listed[i] for i in range(0, len(listed) - 1, 2) if listed[i + 1] in ACTIVE}
-    return [job for job in sub.job_ids if job in queued]
-
-
-def _xreduce(container: Container | None, gpu: bool) -> str:
-    """How a job starts xreduce: in the image, or with the interpreter that submitted."""
-    if container is not None:
-        return container.command("xreduce", gpu=gpu)
-    return f"{shlex.quote(sys.executable)} -m hpc.cli"
-
-
-def _directives(backend: Any, *, for_array: bool) -> str:
-    lines = [f"--partition={backend.partition}" if backend.partition else "",
-             f"--account={backend.account}" if backend.account else "",
-             f"--qos={backend.qos}" if backend.qos else ""]
-    if for_array:
-        lines += [f"--mem={backend.mem}" if backend.mem else "",
-                  f"--gres=gpu:{backend.gpus_per_task}" if backend.gpus_per_task else ""]
-    lines += list(backend.extra_directives or [])
-    return "\n".join(f"#SBATCH {line}" for line in lines if line)
-
-
-def render(template: str, **values: Any) -> str:
-    """Fill a jobs/*.sbatch template (``${name}`` placeholders; ``$$`` is a literal ``$``)."""
-    return Template((jobs_dir() / template).read_text(encoding="utf-8")).substitute(values)
-
-
 def _sbatch(script: Path) -> str:
-    out = call(["sbatch", "--parsable", str(script)])
+    out = call(["sbatch", "--parsable", str(script)]).stdout
     match = _JOB_ID.match(out.strip())
     if not match:
         raise BackendError(f"cannot read a job id in sbatch's answer for {script}: {out!r} "
@@ -168,73 +99,10 @@ def _sbatch(script: Path) -> str:
     return match.group("job_id")
 
 
-def require() -> None:
-    """Fail early, naming the command, where Slurm's client commands are missing."""
-    for command in ("sbatch", "squeue", "sacct", "scontrol", "scancel"):
-        if shutil.which(command) is None:
-            raise _not_found(command)
-
-
-def submit(plan: Plan, todo: list[int], backend: Any) -> Submission:
-    """Submit the ``todo`` chunks of ``plan`` as job arrays plus a dependent merge job."""
-    require()
-    container = container_for(backend, plan.config)  # a bad image or bind fails before anything is written
-    output = Path(plan.output)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    folder = output / "slurm" / stamp
-    logs = folder / "logs"
-    logs.mkdir(parents=True)
-    described = f"{container.image} (from {container.source})" if container else None
-    if backend.mode == "mpi":
-        return _submit_mpi(plan, todo, backend, folder, stamp, container, described)
-    groups = pack_groups(todo, int(backend.chunks_per_task))
-    plan_path = write_plan(replace(plan, groups=groups), folder)
-    limit = int(backend.max_array_size or max_array_size())
-    arrays = split_arrays(len(groups), limit)
-    common = dict(log_dir=shlex.quote(str(logs)), plan=shlex.quote(str(plan_path)),
-                  setup="\n".join(backend.setup or []))
-    submitted: list[str] = []
-    try:
-        for k, (offset, count) in enumerate(arrays):
-            throttle = f"%{backend.array_parallelism}" if backend.array_parallelism else ""
-            script = folder / f"array_{k}.sbatch"
-            script.write_text(render("array.sbatch", job_name=f"xreduce-{plan.campaign}", array=f"0-{count - 1}{throttle}",
-                                     time=backend.time, cpus_per_task=backend.cpus_per_task, group_offset=offset,
-                                     directives=_directives(backend, for_array=True),
-                                     xreduce=_xreduce(container, bool(backend.gpus_per_task)), **common),
-                              encoding="utf-8")
-            submitted.append(_sbatch(script))
-        script = folder / "merge.sbatch"
-        script.write_text(render("merge.sbatch", job_name=f"xreduce-{plan.campaign}-merge",
-                                 array_jobs=":".join(submitted), merge_time=backend.merge_time,
-                                 directives=_directives(backend, for_array=False),
-                                 xreduce=_xreduce(container, False), **common), encoding="utf-8")
-        merge_job = _sbatch(script)
-    except BackendError:
-        if submitted:  # nothing half-submitted: the arrays without their merge job are withdrawn
-            call(["scancel", *submitted])
-        raise
-    sub = Submission(str(folder), stamp, submitted, arrays, merge_job,
-                     [[plan.chunks[i].id for i in group] for group in groups], described)
-    sub.save()
-    return sub
-
-
-def _submit_mpi(plan: Plan, todo: list[int], backend: Any, folder: Path, stamp: str,
-                container: Container | None, described: str | None) -> Submission:
-    """backend.mode=mpi: one job of ``ntasks`` MPI ranks runs the MPI backend, rank 0 merging."""
-    plan_path = write_plan(replace(plan, groups=[todo]), folder)
-    script = folder / "mpi.sbatch"
-    script.write_text(render("mpi.sbatch", job_name=f"xreduce-{plan.campaign}", ntasks=backend.ntasks,
-                             time=backend.time, cpus_per_task=backend.cpus_per_task,
-                             log_dir=shlex.quote(str(folder / "logs")), plan=shlex.quote(str(plan_path)),
-                             setup="\n".join(backend.setup or []), launcher=backend.mpi_launcher,
-                             directives=_directives(backend, for_array=True),
-                             xreduce=_xreduce(container, bool(backend.gpus_per_task))), encoding="utf-8")
-    job = _sbatch(script)
-    sub = Submission(str(folder), stamp, [], [], job, [[plan.chunks[i].id for i in todo]], described)
-    sub.save()
-    return sub
+def _write(folder: Path, name: str, text: str) -> Path:
+    script = folder / name
+    script.write_text(text, encoding="utf-8")
+    return script
 
 
 def task_states(sub: Submission) -> dict[int, tuple[str, str]]:
@@ -243,24 +111,104 @@ def task_states(sub: Submission) -> dict[int, tuple[str, str]]:
     if not sub.array_jobs:  # mode=mpi: one job holds every chunk; the files say what it did
         return states
     ids = ",".join(sub.array_jobs)
-    if shutil.which("sacct"):
-        for line in call(["sacct", "-n", "-P", "-X", "-j", ids, "-o", "JobID,State"]).splitlines():
-            job, _, state = line.partition("|")
-            array_job, _, task = job.partition("_")
-            if task.isdigit() and array_job in sub.array_jobs:
-                states[sub.group_of(array_job, int(task))] = (state.split()[0] if state else "UNKNOWN", job)
-    if shutil.which("squeue"):  # pending tasks appear here one by one (-r), sacct only as ranges
-        for line in call(["squeue", "-h", "-r", "-j", ids, "-o", "%i %T"]).splitlines():
-            job, _, state = line.partition(" ")
-            array_job, _, task = job.partition("_")
-            if task.isdigit() and array_job in sub.array_jobs:
-                states[sub.group_of(array_job, int(task))] = (state.strip(), job)
+    for line in call(["sacct", "-n", "-P", "-X", "-j", ids, "-o", "JobID,State"]).stdout.splitlines():
+        job, _, state = line.partition("|")
+        array_job, _, task = job.partition("_")
+        if task.isdigit() and array_job in sub.array_jobs:
+            states[sub.group_of(array_job, int(task))] = (state.split()[0] if state else "UNKNOWN", job)
+    # pending tasks appear here one by one (-r), sacct only as ranges
+    for line in call(["squeue", "-h", "-r", "-j", ids, "-o", "%i %T"]).stdout.splitlines():
+        job, _, state = line.partition(" ")
+        array_job, _, task = job.partition("_")
+        if task.isdigit() and array_job in sub.array_jobs:
+            states[sub.group_of(array_job, int(task))] = (state.strip(), job)
     return states
 
 
-def cancel(output: Path) -> list[str]:
-    """scancel what the campaign still has queued or running; return those job ids."""
-    jobs = active_jobs(output)
-    if jobs:
-        call(["scancel", *jobs])
-    return jobs
+class SlurmBackend(Backend):
+    """Submit job arrays plus a dependent merge job (or one MPI job) with sbatch, and return."""
+
+    name = "slurm"
+    submits = True
+
+    def available(self) -> str | None:
+        return missing(*COMMANDS)
+
+    def submit(self, plan: Plan, todo: list[int]) -> Submission:
+        """Submit the ``todo`` chunks of ``plan`` as job arrays plus a dependent merge job."""
+        backend = self.cfg
+        container = container_for(backend, plan.config)  # a bad image or bind fails before anything is written
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        folder = Path(plan.output) / "slurm" / stamp
+        (folder / "logs").mkdir(parents=True)
+        described = f"{container.image} (from {container.source})" if container else None
+        if backend.mode == "mpi":
+            write_plan(replace(plan, groups=[todo]), folder)
+            job = _sbatch(_write(folder, "mpi.sbatch", sbatch.mpi_script(plan, backend, folder, container)))
+            sub = Submission(str(folder), stamp, [], [], job, [[plan.chunks[i].id for i in todo]], described,
+                             int(backend.ntasks))
+            sub.save()
+            return sub
+        groups = pack_groups(todo, int(backend.chunks_per_task))
+        write_plan(replace(plan, groups=groups), folder)
+        arrays = split_arrays(len(groups), int(backend.max_array_size or max_array_size()))
+        submitted: list[str] = []
+        try:
+            for k, (offset, count) in enumerate(arrays):
+                script = sbatch.array_script(plan, backend, folder, container, offset, count)
+                submitted.append(_sbatch(_write(folder, f"array_{k}.sbatch", script)))
+            script = sbatch.merge_script(plan, backend, folder, container, submitted)
+            merge_job = _sbatch(_write(folder, "merge.sbatch", script))
+        except BackendError:
+            if submitted:  # nothing half-submitted: the arrays without their merge job are withdrawn
+                call(["scancel", *submitted])
+            raise
+        sub = Submission(str(folder), stamp, submitted, arrays, merge_job,
+                         [[plan.chunks[i].id for i in group] for group in groups], described)
+        sub.save()
+        return sub
+
+    @classmethod
+    def overlay(cls, output: Path, states: list[ChunkState]) -> list[ChunkState]:
+        """Chunks the files call pending, as Slurm sees them: queued, running, or died silently."""
+        sub = latest_submission(output)
+        if sub is None:
+            return states
+        try:
+            tasks = task_states(sub)
+        except BackendError as exc:  # a status must still work when the controller is down
+            log.warning("Slurm cannot be asked about jobs %s (%s): states below come from the files only",
+                        ", ".join(sub.job_ids), str(exc).splitlines()[0])
+            return states
+        group_of = {cid: g for g, ids in enumerate(sub.groups) for cid in ids}
+        out = []
+        for st in states:
+            group = group_of.get(st.chunk.id)
+            if st.state == PENDING and group is not None and group in tasks:
+                state, job = tasks[group]
+                if state in ACTIVE:
+                    st = ChunkState(st.chunk, "running" if state == "RUNNING" else "queued",
+                                    f"Slurm job {job} {state}")
+                elif state in SILENT_DEATHS:
+                    log_file = Path(sub.folder) / "logs" / f"{job}.err"
+                    st = ChunkState(st.chunk, FAILED, f"Slurm: {state} (job {job}; log {log_file})")
+            out.append(st)
+        return out
+
+    @classmethod
+    def active_jobs(cls, output: Path) -> list[str]:
+        """Job ids of the campaign's last submission still queued or running."""
+        sub = latest_submission(output)
+        if sub is None:
+            return []
+        listed = call(["squeue", "-h", "-o", "%F %T"]).stdout.split()
+        queued = {listed[i] for i in range(0, len(listed) - 1, 2) if listed[i + 1] in ACTIVE}
+        return [job for job in sub.job_ids if job in queued]
+
+    @classmethod
+    def cancel(cls, output: Path) -> list[str]:
+        """scancel what the campaign still has queued or running; return those job ids."""
+        jobs = cls.active_jobs(output)
+        if jobs:
+            call(["scancel", *jobs])
+        return jobs

@@ -12,8 +12,8 @@ Apptainer image (submitit's ``python`` command), with the binds of :mod:`hpc.con
 
 from __future__ import annotations
 
+import importlib.util
 import os
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -21,46 +21,49 @@ from pathlib import Path
 from typing import Any
 
 from ..container import container_for
-from ..errors import BackendError, ConfigError
 from ..plan import Plan, read_plan, write_plan
+from ..slurm_units import mebibytes, minutes
 from ..state import ChunkPaths, record_failure
 from ..worker import Outcome, StepCache, process_chunk
-from .slurm import max_array_size, pack_groups, split_arrays
+from .base import Backend
+from .slurm_cluster import max_array_size, missing, pack_groups, split_arrays
 
-__all__ = ["SubmititBackend", "GroupTask", "minutes"]
-
-_TIME = re.compile(r"^(?:(?P<d>\d+)-)?(?P<a>\d+)(?::(?P<b>\d+))?(?::(?P<c>\d+))?$")
+__all__ = ["SubmititBackend", "GroupTask", "submitit_parameters"]
 
 
-def minutes(slurm_time: str) -> int:
-    """Slurm's --time text → whole minutes (submitit's ``timeout_min``), rounded up.
+def _as_mapping(options: Sequence[str]) -> dict[str, str | bool]:
+    """Long sbatch options as submitit's ``slurm_additional_parameters``: "--exclusive" → {"exclusive": True}."""
+    mapping: dict[str, str | bool] = {}
+    for option in options:
+        name, equals, value = option.removeprefix("--").partition("=")
+        mapping[name] = value if equals else True
+    return mapping
 
-    >>> minutes("01:30:00"), minutes("2-00:00:00"), minutes("45"), minutes("10:30")
-    (90, 2880, 45, 11)
+
+def submitit_parameters(cfg: Any) -> dict[str, Any]:
+    """The backend's keys in submitit's names: AutoExecutor.update_parameters' arguments (null keys left out).
+
+    time → ``timeout_min`` (whole minutes, rounded up); mem → ``mem_gb``, its MiB / 1024 (submitit
+    writes a whole number back as "16GB", else as MB: --mem is what was asked); gpus_per_task →
+    ``gpus_per_node`` (one task per node); partition, account, qos, setup → ``slurm_partition``,
+    ``slurm_account``, ``slurm_qos``, ``slurm_setup``; extra_directives → ``slurm_additional_parameters``.
+
+    >>> from omegaconf import OmegaConf
+    >>> from hpc.config_schema import SubmititBackendConfig
+    >>> cfg = OmegaConf.merge(OmegaConf.structured(SubmititBackendConfig), {"time": "1:30:00", "mem": "1500M",
+    ...                       "extra_directives": ["--exclusive", "--constraint=v100"]})
+    >>> params = submitit_parameters(cfg)
+    >>> params["timeout_min"], params["mem_gb"], params["slurm_additional_parameters"]
+    (90, 1.46484375, {'exclusive': True, 'constraint': 'v100'})
+    >>> submitit_parameters(OmegaConf.merge(cfg, {"mem": "16G"}))["mem_gb"]
+    16.0
     """
-    m = _TIME.match(str(slurm_time))
-    if not m:
-        raise ConfigError(f"backend.time={slurm_time!r} is not a Slurm time (e.g. 01:00:00)")
-    days = int(m["d"] or 0)
-    a, b, c = int(m["a"]), m["b"], m["c"]
-    if m["d"]:  # D-H, D-H:M, D-H:M:S
-        hours, mins, secs = a, int(b or 0), int(c or 0)
-    elif c is not None:  # H:M:S
-        hours, mins, secs = a, int(b), int(c)
-    elif b is not None:  # M:S
-        hours, mins, secs = 0, a, int(b)
-    else:  # M
-        hours, mins, secs = 0, a, 0
-    return days * 1440 + hours * 60 + mins + (1 if secs else 0)
-
-
-def _submitit() -> Any:
-    """The submitit module, or a BackendError saying which extra installs it."""
-    try:
-        import submitit
-    except ImportError:
-        raise BackendError("backend=submitit needs the submitit package: pip install 'xreduce[slurm]'") from None
-    return submitit
+    params = dict(name="xreduce", timeout_min=minutes(cfg.time), cpus_per_task=int(cfg.cpus_per_task),
+                  mem_gb=mebibytes(cfg.mem) / 1024 if cfg.mem else None, gpus_per_node=int(cfg.gpus_per_task) or None,
+                  slurm_partition=cfg.partition, slurm_account=cfg.account, slurm_qos=cfg.qos,
+                  slurm_setup=list(cfg.setup) or None, slurm_array_parallelism=int(cfg.array_parallelism),
+                  slurm_additional_parameters=_as_mapping(cfg.extra_directives) or None)
+    return {key: value for key, value in params.items() if value is not None}
 
 
 class GroupTask:
@@ -78,38 +81,35 @@ class GroupTask:
 
     def checkpoint(self, indices: list[int]) -> Any:
         """Requeue the same group on timeout or preemption: finished chunks are skipped as files."""
-        return _submitit().helpers.DelayedSubmission(GroupTask(self.plan_path), indices)
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(GroupTask(self.plan_path), indices)
 
 
-class SubmititBackend:
+class SubmititBackend(Backend):
     """Submit through submitit's AutoExecutor (Slurm) and wait, reporting outcomes as tasks end."""
 
     name = "submitit"
+    waits = True
 
-    def __init__(self, cfg: Any) -> None:
-        self.cfg = cfg
+    def available(self) -> str | None:
+        if importlib.util.find_spec("submitit") is None:
+            return "backend=submitit needs the submitit package: pip install 'xreduce[slurm]'"
+        return missing("sbatch", "srun", "sacct", "scontrol", "scancel")
 
     def _executor(self, folder: Path, plan: Plan) -> Any:
-        submitit = _submitit()
-        cfg = self.cfg
-        container = container_for(cfg, plan.config)
+        import submitit
+
+        container = container_for(self.cfg, plan.config)
         python = {} if container is None else {
-            "slurm_python": container.command("python3", gpu=bool(cfg.gpus_per_task))}
+            "slurm_python": container.command("python3", gpu=bool(self.cfg.gpus_per_task))}
         executor = submitit.AutoExecutor(folder=folder, cluster="slurm", **python)
-        params: dict[str, Any] = dict(timeout_min=minutes(cfg.time), cpus_per_task=int(cfg.cpus_per_task),
-                                      slurm_array_parallelism=int(cfg.array_parallelism), name="xreduce")
-        if cfg.partition:
-            params["slurm_partition"] = cfg.partition
-        if cfg.mem_gb:
-            params["mem_gb"] = float(cfg.mem_gb)
-        if cfg.gpus_per_task:
-            params["gpus_per_node"] = int(cfg.gpus_per_task)
-        if cfg.extra:
-            params["slurm_additional_parameters"] = dict(cfg.extra)
-        executor.update_parameters(**params)
+        executor.update_parameters(**submitit_parameters(self.cfg))
         return executor
 
     def run(self, plan: Plan, chunk_indices: Sequence[int], on_outcome: Callable[[Outcome], None]) -> None:
+        import submitit
+
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
         folder = Path(self.cfg.folder) if self.cfg.folder else Path(plan.output) / "submitit" / stamp
         folder.mkdir(parents=True, exist_ok=True)
@@ -121,7 +121,7 @@ class SubmititBackend:
         for offset, count in split_arrays(len(groups), max_array_size()):
             jobs += executor.map_array(GroupTask(str(plan_path)), groups[offset:offset + count])
         group_of = {job.job_id: group for job, group in zip(jobs, groups)}
-        for job in _submitit().helpers.as_completed(jobs, poll_frequency=1):
+        for job in submitit.helpers.as_completed(jobs, poll_frequency=1):
             group = group_of[job.job_id]
             try:
                 outcomes = job.result()

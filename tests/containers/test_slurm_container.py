@@ -87,7 +87,7 @@ def test_container_for_checks_image_and_binds(experiment, tmp_path, fake_image) 
 
 
 def test_slurm_scripts_outside_a_container_are_unchanged(experiment, tmp_path) -> None:
-    from hpc.backends.slurm import _xreduce
+    from hpc.backends.sbatch import _xreduce
 
     assert _xreduce(None, gpu=True).endswith("-m hpc.cli")
 
@@ -118,6 +118,7 @@ def _same_as_local(experiment, out: Path, tmp_path: Path) -> None:
         np.testing.assert_allclose(theirs[name], ours[name], rtol=1e-6)
 
 
+@pytest.mark.slurm
 def test_array_and_merge_jobs_run_in_the_image(slurm_cluster, experiment, tmp_path, fake_image, apptainer_stub,
                                                monkeypatch, capsys) -> None:
     monkeypatch.setenv("PATH", f"{apptainer_stub.bin}:{os.environ['PATH']}")  # the jobs inherit it (sbatch)
@@ -145,6 +146,7 @@ def test_array_and_merge_jobs_run_in_the_image(slurm_cluster, experiment, tmp_pa
     _same_as_local(experiment, out, tmp_path)
 
 
+@pytest.mark.slurm
 def test_module_image_and_binds_reach_mpi_jobs(slurm_cluster, experiment, tmp_path, fake_image, apptainer_stub,
                                                monkeypatch) -> None:
     """No backend.container: the image of the loaded module (XREDUCE_IMAGE), with XREDUCE_BINDS."""
@@ -168,6 +170,7 @@ def test_module_image_and_binds_reach_mpi_jobs(slurm_cluster, experiment, tmp_pa
     _same_as_local(experiment, out, tmp_path)
 
 
+@pytest.mark.slurm
 def test_submitit_tasks_run_python_in_the_image(slurm_cluster, experiment, tmp_path, fake_image, apptainer_stub,
                                                 monkeypatch) -> None:
     monkeypatch.setenv("PATH", f"{apptainer_stub.bin}:{os.environ['PATH']}")
@@ -180,6 +183,7 @@ def test_submitit_tasks_run_python_in_the_image(slurm_cluster, experiment, tmp_p
     _same_as_local(experiment, out, tmp_path)
 
 
+@pytest.mark.slurm
 def test_dask_worker_jobs_run_in_the_image(slurm_cluster, experiment, tmp_path, fake_image, apptainer_stub,
                                            monkeypatch) -> None:
     """backend=dask backend.cluster=slurm: dask-jobqueue's worker jobs start the worker with the
@@ -187,7 +191,7 @@ def test_dask_worker_jobs_run_in_the_image(slurm_cluster, experiment, tmp_path, 
     monkeypatch.setenv("PATH", f"{apptainer_stub.bin}:{os.environ['PATH']}")
     out = tmp_path / "out"
     assert main(["run", *overrides(experiment, out, "backend=dask", "backend.cluster=slurm", "backend.interface=lo",
-                                   "backend.jobs=1", "backend.cores=1", "backend.memory=2GB",
+                                   "backend.jobs=1", "backend.cpus_per_task=1", "backend.mem=2G",
                                    f"backend.container={fake_image}", f"backend.log_directory={tmp_path / 'logs'}")]) == 0
     calls = apptainer_stub.calls()
     binds = ",".join([str(experiment.raw_data), str(out), str(Path(experiment.poni).parent)])

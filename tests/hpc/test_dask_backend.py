@@ -56,6 +56,7 @@ def test_unreachable_scheduler_fails_within_the_timeout(experiment, tmp_path, ca
     assert "cannot reach the Dask scheduler at backend.scheduler_address=tcp://127.0.0.1:9" in capsys.readouterr().err
 
 
+@pytest.mark.slurm
 def test_slurm_cluster_survives_a_cancelled_worker_job(tmp_path, capsys) -> None:
     """dask-jobqueue SLURMCluster on the test Slurm: scancel a worker job mid-campaign; the campaign
     still completes, with the same numbers as backend=local."""
@@ -68,7 +69,7 @@ def test_slurm_cluster_survives_a_cancelled_worker_job(tmp_path, capsys) -> None
     exp = write_demo_experiment(tmp_path / "data", n_datasets=1, n_scans=2, n_frames=40, detector="Pilatus1M")
     out, ref = tmp_path / "dask", tmp_path / "local"
     args = overrides(exp, out, "backend=dask", "backend.cluster=slurm", "backend.interface=lo", "backend.jobs=2",
-                     "backend.cores=1", "backend.memory=2GB", f"backend.log_directory={tmp_path / 'logs'}",
+                     "backend.cpus_per_task=1", "backend.mem=2G", f"backend.log_directory={tmp_path / 'logs'}",
                      "partition.frames_per_chunk=1")
     runner = subprocess.Popen([sys.executable, "-m", "hpc.cli", "run", *args], stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)

@@ -19,6 +19,8 @@ from campaign_helpers import campaign_overrides, intensities, small_experiment
 ENV = {**os.environ, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1", "XREDUCE_THREADS": "1",
        "OMPI_MCA_rmaps_base_oversubscribe": "1"}
 
+pytestmark = pytest.mark.mpi
+
 
 @pytest.fixture(scope="module", autouse=True)
 def open_mpi() -> None:

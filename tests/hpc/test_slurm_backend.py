@@ -19,6 +19,8 @@ from campaign_helpers import (campaign_overrides, intensities, job_state, requir
 
 N_FRAMES = 12
 
+pytestmark = pytest.mark.slurm
+
 
 @pytest.fixture(scope="module", autouse=True)
 def slurm_cluster() -> None:
@@ -109,7 +111,7 @@ def test_gpu_request_and_refusal_of_a_concurrent_submit(experiment, tmp_path, ca
     capsys.readouterr()
     assert main(["submit", *args]) == 1  # jobs still queued or running: refused, naming them
     err = capsys.readouterr().err
-    assert "still has Slurm jobs queued or running" in err and sub["array_jobs"][0] in err
+    assert "still has jobs queued or running (backend=slurm)" in err and sub["array_jobs"][0] in err
     assert wait_for(sub["merge_job"]) == "COMPLETED"
     logs = sorted((Path(sub["folder"]) / "logs").glob(f"{sub['array_jobs'][0]}_*.out"))
     assert logs and all(re.search(r"CUDA_VISIBLE_DEVICES=[01]\b", log.read_text()) for log in logs)
@@ -188,27 +190,19 @@ def test_submitit_backend_end_to_end(experiment, tmp_path, capsys) -> None:
     assert list(folder.glob("*_result.pkl")), "submitit ran the tasks as Slurm jobs"
 
 
-def test_submitit_time_conversion() -> None:
-    from hpc.backends.submitit import minutes
-
-    assert [minutes(t) for t in ("01:30:00", "2-00:00:00", "45", "10:30", "1-02")] == [90, 2880, 45, 11, 1560]
-
-
 def test_a_rejected_merge_job_withdraws_its_arrays(experiment, tmp_path, capsys, monkeypatch) -> None:
-    from hpc.backends import slurm
+    from hpc.backends import sbatch, slurm
 
-    render, sbatch, accepted = slurm.render, slurm._sbatch, []
+    merge_script, submit, accepted = sbatch.merge_script, slurm._sbatch, []
 
-    def reject_merge(template: str, **values) -> str:  # Slurm refuses the merge job, and only it
-        text = render(template, **values)
-        return text.replace("#SBATCH --time", "#SBATCH --partition=nosuchpart\n#SBATCH --time") \
-            if template == "merge.sbatch" else text
+    def reject_merge(*args) -> str:  # Slurm refuses the merge job, and only it
+        return merge_script(*args).replace("#SBATCH --time", "#SBATCH --partition=nosuchpart\n#SBATCH --time")
 
     def spy(script: Path) -> str:  # the real sbatch; only remember which jobs it accepted
-        accepted.append(sbatch(script))
+        accepted.append(submit(script))
         return accepted[-1]
 
-    monkeypatch.setattr(slurm, "render", reject_merge)
+    monkeypatch.setattr(sbatch, "merge_script", reject_merge)
     monkeypatch.setattr(slurm, "_sbatch", spy)
     out = tmp_path / "out"
     capsys.readouterr()
