@@ -41,8 +41,9 @@ def test_image_comes_from_config_then_module_then_the_running_image() -> None:
 
 def test_binds_default_to_what_the_jobs_read_and_write() -> None:
     config = {"campaign": {"raw_data": "/data/visitor/ma1/id11/RAW_DATA", "output": "/data/visitor/ma1/id11/PROC"},
-              "reduction": {"poni": "/home/u/calib/lab6.poni", "mask": "/home/u/calib/mask.h5::/entry/mask",
-                            "dark": None, "flat": "/data/visitor/ma1/id11/RAW_DATA/flat.npy"}}
+              "reduction": {"kind": "azint1d", "poni": "/home/u/calib/lab6.poni",
+                            "mask": "/home/u/calib/mask.h5::/entry/mask", "dark": None,
+                            "flat": "/data/visitor/ma1/id11/RAW_DATA/flat.npy"}}
     assert campaign_binds(config) == ["/data/visitor/ma1/id11/RAW_DATA", "/data/visitor/ma1/id11/PROC",
                                       "/home/u/calib", "/home/u/calib", "/data/visitor/ma1/id11/RAW_DATA"]
     assert merge_binds([*campaign_binds(config), "/data/visitor", "/scratch:/scratch:ro", "/scratch/x"]) == \

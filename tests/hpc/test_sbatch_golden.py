@@ -38,7 +38,8 @@ CONTAINER_GPU = dict(partition="gpu", gpus_per_task=1)
 def fixed_plan(output: Path) -> Plan:
     """A plan as the scripts see it: its campaign's name, and the folders that enter the binds."""
     config = {"campaign": {"raw_data": "/data/visitor/ma1234/id11/RAW_DATA", "output": str(output)},
-              "reduction": {"poni": "/data/calib/lab6.poni", "mask": None, "dark": None, "flat": None}}
+              "reduction": {"kind": "azint1d", "poni": "/data/calib/lab6.poni", "mask": None, "dark": None,
+                            "flat": None}}
     return Plan(campaign="golden", output=str(output), config_hash="0" * 64, config=config, chunks=[])
 
 
