@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import reduction.step
+from campaign_helpers import plugin_distribution
 from reduction.demo.bliss_writer import ScanSpec, write_dataset
 from reduction.errors import OutputError, RawDataError
 from reduction.step import FAILED, OK, MasterEntry, get_kind, reload_kinds, rules
@@ -243,16 +244,10 @@ def test_schema_rules() -> None:
     assert SumConfig().kind == "sum" and rules(SumConfig)["mask"].input_file
 
 
-def _dist_info(folder: Path, name: str, entry_points: str) -> None:
-    info = folder / f"{name}-0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0\n")
-    (info / "entry_points.txt").write_text(f"[xreduce.kinds]\n{entry_points}\n")
-
-
 def test_the_kind_is_found_through_its_entry_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert "sum" not in reduction.step._BUILTIN, "sum is registered as a plugin is, not built in"
-    _dist_info(tmp_path, "xreduce_sum_test", "sum = reduction.sum.kind:SUM\nbroken = no_such_module_here:KIND")
+    plugin_distribution(tmp_path, "xreduce_sum_test", {"sum": "reduction.sum.kind:SUM",
+                                                       "broken": "no_such_module_here:KIND"})
     monkeypatch.syspath_prepend(str(tmp_path))
     try:
         assert reload_kinds()["sum"] is SUM and get_kind("sum") is SUM
