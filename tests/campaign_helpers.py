@@ -92,5 +92,6 @@ def plugin_distribution(folder: Path, name: str, kinds: dict[str, str]) -> Path:
 def plugin_env(*folders: Path, **extra: str) -> dict[str, str]:
     """The environment of a process (and of the Slurm jobs and MPI ranks it starts) that sees the
     distributions in ``folders`` and this checkout's hpc and reduction."""
-    path = [str(f) for f in folders] + [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    path = [str(f) for f in folders] + [str(REPO)] + inherited
     return {**os.environ, "PYTHONPATH": os.pathsep.join(path), **extra}

@@ -221,8 +221,11 @@ def write_chunk_table(entry: h5py.Group, good: Sequence[GoodChunk], missing: Seq
 
 
 class _Entry(Protocol):
-    name: str
-    nframes: int
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def nframes(self) -> int: ...
 
 
 class _Inspected(Protocol):
@@ -254,7 +257,8 @@ def write_master_file(path: Path | str, entries: Sequence[E], *, mode: str, insp
     if duplicates:
         raise OutputError(f"{path}: duplicate entry names {', '.join(duplicates)}")
     inspected = [inspect(e) for e in entries]
-    reports = [EntryReport(e.name, e.nframes, list(p.missing), written=bool(p.good)) for e, p in zip(entries, inspected)]
+    reports = [EntryReport(e.name, e.nframes, list(p.missing), written=bool(p.good))
+               for e, p in zip(entries, inspected)]
     writable = [(e, p) for e, p in zip(entries, inspected) if p.good]
     if not writable:
         raise OutputError(f"{path}: none of the {len(entries)} entries has a finished chunk; nothing to merge")

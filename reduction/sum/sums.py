@@ -59,7 +59,7 @@ def frame_sums(frames: np.ndarray, masked: np.ndarray | None = None) -> FrameSum
         valid &= ~masked
     lowest = -np.inf if frames.dtype.kind == "f" else np.iinfo(frames.dtype).min
     pixels = valid.sum(axis=(1, 2)).astype(np.float64)
-    maximum = np.max(frames, axis=(1, 2), where=valid, initial=lowest).astype(np.float64)
+    maximum = frames.max(axis=(1, 2), where=valid, initial=lowest).astype(np.float64)
     maximum[pixels == 0] = np.nan
-    total = np.sum(frames, axis=(1, 2), where=valid, dtype=np.float64)
+    total = frames.sum(axis=(1, 2), where=valid, dtype=np.float64)
     return FrameSums(total=total, maximum=maximum, pixels=pixels)
