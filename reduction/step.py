@@ -31,7 +31,7 @@ from .io.files import atomic_output
 
 __all__ = ["MISSING", "MERGE_MODES", "KeyRule", "key", "rules", "ReductionConfig", "Step", "Kind", "ScanInfo", "MasterEntry",
            "MergeReport", "SelfCheck", "SelfTest", "OK", "UNAVAILABLE", "FAILED", "ENTRY_POINT_GROUP", "kinds",
-           "get_kind", "broken_kinds", "atomic_output", "UnknownKind"]
+           "reload_kinds", "get_kind", "broken_kinds", "atomic_output", "UnknownKind"]
 
 #: How a kind's merge writes per-frame data: virtual datasets over the chunk files, or a self-contained copy.
 MERGE_MODES = ("vds", "copy")
@@ -279,6 +279,20 @@ def kinds() -> dict[str, Kind]:
                 _BROKEN[name] = f"{target}: {type(exc).__name__}: {exc}"
         _KINDS = dict(sorted(found.items()))
     return _KINDS
+
+
+def reload_kinds() -> dict[str, Kind]:
+    """Find the kinds again, for packages installed while this process runs (tests, a plugin
+    installed from a notebook). A process started after the installation never needs it. ``hpc``
+    registers the kinds' config schemas with Hydra when it is imported: a kind found only here is
+    not yet a ``reduction=<kind>`` choice of this process."""
+    import importlib
+
+    global _KINDS
+    importlib.invalidate_caches()
+    _KINDS = None
+    _BROKEN.clear()
+    return kinds()
 
 
 def broken_kinds() -> dict[str, str]:

@@ -1,9 +1,11 @@
 """What the end-to-end campaign tests share: a small generated experiment, its overrides, the
-intensities of a master file, and the real test Slurm cluster (its jobs as sacct sees them)."""
+intensities of a master file, the real test Slurm cluster (its jobs as sacct sees them), and
+reduction kinds installed as another distribution would install them (an entry point)."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -16,7 +18,9 @@ import pytest
 from reduction.demo.bliss_writer import write_demo_experiment
 
 __all__ = ["small_experiment", "campaign_overrides", "intensities", "submission", "require_slurm_cluster",
-           "job_state", "wait_for"]
+           "job_state", "wait_for", "plugin_distribution", "plugin_env"]
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def small_experiment(tmp_path: Path, *, n_datasets: int = 2, n_scans: int = 2, n_frames: int = 12,
@@ -72,3 +76,22 @@ def wait_for(job: str, timeout: float = 180) -> str:
             return state
         time.sleep(1)
     raise AssertionError(f"job {job} did not end within {timeout} s (state {job_state(job)!r})")
+
+
+def plugin_distribution(folder: Path, name: str, kinds: dict[str, str]) -> Path:
+    """An installed distribution ``name`` in ``folder`` declaring reduction kinds (kind name →
+    "module:OBJECT") in the ``xreduce.kinds`` entry-point group: ``folder`` on the path is an install."""
+    info = folder / f"{name}-0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0\n", encoding="utf-8")
+    lines = [f"{kind} = {target}" for kind, target in kinds.items()]
+    (info / "entry_points.txt").write_text("[xreduce.kinds]\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    return folder
+
+
+def plugin_env(*folders: Path, **extra: str) -> dict[str, str]:
+    """The environment of a process (and of the Slurm jobs and MPI ranks it starts) that sees the
+    distributions in ``folders`` and this checkout's hpc and reduction."""
+    inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    path = [str(f) for f in folders] + [str(REPO)] + inherited
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(path), **extra}

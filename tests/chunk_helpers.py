@@ -8,9 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from reduction.azint.chunkfile import _AXES_2D, FRAME_FIELDS, ChunkMeta, ChunkWriter, _meta_from, open_chunk
+from reduction.azint.chunkfile import _AXES_2D, FRAME_FIELDS, ChunkMeta, ChunkWriter, _meta_from
 from reduction.azint.result import IntegrationResult
 from reduction.errors import OutputError
+from reduction.io.nexus import open_readonly
 
 __all__ = ["write_chunk", "read_chunk"]
 
@@ -30,7 +31,7 @@ def read_chunk(path: Path | str) -> tuple[IntegrationResult, dict[str, Any]]:
     """The whole chunk: its frames as an :class:`IntegrationResult` stack and its metadata
     (:func:`read_chunk_meta`, plus ``monitor``: (n,) array or None, and ``config_dict``)."""
     try:
-        with open_chunk(path) as f:
+        with open_readonly(path) as f:
             meta = _meta_from(f, path)
             data = {name: f[name][()] if name in f else None
                     for name in FRAME_FIELDS + _AXES_2D + ("monitor",)}

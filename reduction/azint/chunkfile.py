@@ -24,10 +24,11 @@ import numpy as np
 
 from reduction.errors import OutputError
 from reduction.io.files import PendingFile
+from reduction.io.nexus import attr_value, open_readonly
 from .result import IntegrationResult
 
 __all__ = ["ChunkMeta", "ChunkWriter", "read_chunk_meta", "read_chunk_header",
-           "chunk_matches", "open_chunk", "FORMAT", "KINDS", "FRAME_FIELDS"]
+           "chunk_matches", "FORMAT", "KINDS", "FRAME_FIELDS"]
 
 #: Written as the root attribute ``format``; a file without it is not a chunk file.
 FORMAT = "xreduce-chunk-1"
@@ -227,28 +228,8 @@ class ChunkWriter:
 
 
 # -- reading ---------------------------------------------------------------------------------
-def open_chunk(path: Path | str) -> h5py.File:
-    """Open a chunk file read-only, without HDF5 file locking (parallel filesystems, concurrent readers)."""
-    try:
-        return h5py.File(path, "r", locking=False)
-    except TypeError:  # h5py built without the locking keyword
-        return h5py.File(path, "r")
-
-
-def _decode(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    return value
-
-
 def _meta_from(f: h5py.File, path: Path | str) -> dict[str, Any]:
-    attrs = {k: _decode(v) for k, v in f.attrs.items()}
+    attrs = {k: attr_value(v) for k, v in f.attrs.items()}
     if attrs.get("format") != FORMAT:
         raise OutputError(f"{path} is not an xreduce chunk file (format {attrs.get('format')!r}, "
                           f"expected {FORMAT!r})")
@@ -274,7 +255,7 @@ def read_chunk_meta(path: Path | str) -> dict[str, Any]:
     ``fields`` (per-frame datasets present) and ``has_monitor``. Wavelength/energy unknown → None.
     Raises :class:`OutputError` when the file is missing, unreadable or not a chunk file."""
     try:
-        with open_chunk(path) as f:
+        with open_readonly(path) as f:
             return _meta_from(f, path)
     except OutputError:
         raise
@@ -286,7 +267,7 @@ def read_chunk_header(path: Path | str) -> tuple[dict[str, Any], dict[str, np.nd
     """:func:`read_chunk_meta` and the bins (``radial``, ``radial_edges``, + ``azimuthal``,
     ``azimuthal_edges`` in 2-D) in one opening of the file: what a merge needs to check a chunk."""
     try:
-        with open_chunk(path) as f:
+        with open_readonly(path) as f:
             return _meta_from(f, path), {name: f[name][()] for name in _AXES_2D if name in f}
     except OutputError:
         raise

@@ -53,29 +53,26 @@ Choices where the definition leaves room:
 from __future__ import annotations
 
 import math
-import os
-import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
-from .chunkfile import _FLAGS, KINDS, open_chunk, read_chunk_header
+from .chunkfile import _FLAGS, KINDS, read_chunk_header
 from reduction.errors import GeometryError, OutputError
 from reduction.io.bliss import HC_KEV_ANGSTROM
 from reduction.io.files import atomic_output
+from reduction.io.merge import (GoodChunk, MergeReport, MissingChunk, cover, frame_dataset, identity_problem,
+                                write_chunk_table, write_master_file)
+from reduction.io.nexus import PROGRAM, attr_text, now, nx_group, open_readonly, str_array
 from reduction.io.poni import parse_poni
-from reduction.step import MERGE_MODES
 
 from .units import r_mm_problem
 
-__all__ = ["EntrySpec", "MissingChunk", "EntryReport", "MergeReport", "write_master", "write_preview",
-           "RADIAL_UNITS_NEXUS"]
+__all__ = ["EntrySpec", "write_master", "write_preview", "RADIAL_UNITS_NEXUS"]
 
-PROGRAM = "xreduce"
 REFERENCE = ("G. Ashiotis et al., The fast azimuthal integration Python library: pyFAI, J. Appl. Cryst. 48 "
              "(2015) 510-519, https://doi.org/10.1107/S1600576715004306 (xreduce reproduces pyFAI's "
              "integration, see xreduce docs/api.md)")
@@ -105,7 +102,6 @@ _ACCUMULATOR_DOC = {
     "normalization": "sum of c*flat*solid_angle*polarization*monitor",
     "count": "sum of c over the valid, unmasked pixels",
 }
-_COPY_BLOCK_BYTES = 64 << 20
 
 
 # -- what to merge, and what came of it --------------------------------------------------------
@@ -129,106 +125,25 @@ class EntrySpec:
     title: str = ""  # default "<dataset file> scan <scan>"
 
 
-@dataclass(frozen=True)
-class MissingChunk:
-    """Frames of an entry that have no result in the master (they read as NaN)."""
-
-    frame_start: int
-    frame_stop: int
-    chunk_id: str | None
-    path: str | None
-    reason: str
-
-
-@dataclass
-class EntryReport:
-    name: str
-    nframes: int
-    missing: list[MissingChunk] = field(default_factory=list)
-    written: bool = True  # False when not a single chunk of the entry was usable
-
-    @property
-    def missing_frames(self) -> list[tuple[int, int]]:
-        return [(m.frame_start, m.frame_stop) for m in self.missing]
-
-    @property
-    def n_missing_frames(self) -> int:
-        return sum(m.frame_stop - m.frame_start for m in self.missing)
-
-
-@dataclass
-class MergeReport:
-    """What :func:`write_master` wrote and which entries / frames have no result."""
-
-    path: Path
-    mode: str
-    entries: list[EntryReport]
-    seconds: float = 0.0
-
-    @property
-    def complete(self) -> bool:
-        """True when every entry was written with all its frames."""
-        return all(e.written and not e.missing for e in self.entries)
-
-    @property
-    def missing_frames(self) -> dict[str, list[tuple[int, int]]]:
-        return {e.name: e.missing_frames for e in self.entries if e.missing}
-
-    @property
-    def missing_chunk_ids(self) -> list[str]:
-        return [m.chunk_id for e in self.entries for m in e.missing if m.chunk_id]
-
-    @property
-    def skipped_entries(self) -> list[str]:
-        return [e.name for e in self.entries if not e.written]
-
-    def summary(self) -> str:
-        n_missing = sum(e.n_missing_frames for e in self.entries)
-        text = (f"{self.path}: {sum(e.written for e in self.entries)} of {len(self.entries)} entries "
-                f"({self.mode}), {n_missing} frame(s) missing")
-        for e in self.entries:
-            for m in e.missing:
-                text += f"\n  {e.name} frames [{m.frame_start}, {m.frame_stop}) {m.chunk_id or ''}: {m.reason}"
-        return text
-
-
 # -- inspecting the chunks ---------------------------------------------------------------------
-@dataclass
-class _Good:
-    start: int
-    stop: int
-    path: Path
-    chunk_id: str | None
-
-
 @dataclass
 class _EntryPlan:
     spec: EntrySpec
-    good: list[_Good]
-    missing: list[MissingChunk]
+    good: list[GoodChunk] = field(default_factory=list)
+    missing: list[MissingChunk] = field(default_factory=list)
     ref: dict[str, Any] | None = None  # chunk metadata of the first usable chunk
     engines: set[str] = field(default_factory=set)  # what reduced the usable chunks (provenance)
     axes: dict[str, np.ndarray] | None = None
 
 
-def _same_path(a: str, b: str) -> bool:
-    return os.path.normpath(os.path.abspath(a)) == os.path.normpath(os.path.abspath(b))
-
-
 def _check_chunk(spec: EntrySpec, start: int, stop: int, chunk_id: str | None, meta: dict[str, Any],
                  plan: _EntryPlan, axes: dict[str, np.ndarray]) -> str | None:
     """Why this chunk cannot be merged into this entry, or None."""
-    expected = {"kind": spec.kind, "scan": str(spec.scan), "frame_start": start, "frame_stop": stop}
-    if chunk_id:
-        expected["chunk_id"] = chunk_id
-    for key, value in expected.items():
-        if meta.get(key) != value:
-            return f"chunk file has {key}={meta.get(key)!r}, expected {value!r}"
-    if spec.dataset and meta.get("dataset") and not _same_path(str(meta["dataset"]), str(spec.dataset)):
-        return f"chunk file is for dataset {meta['dataset']!r}, expected {spec.dataset!r}"
+    problem = identity_problem(meta, kind=spec.kind, dataset=spec.dataset, scan=spec.scan, start=start, stop=stop,
+                               chunk_id=chunk_id)
     ref = plan.ref
-    if ref is None:
-        return None
+    if problem or ref is None:
+        return problem
     for key in ("unit", "splitting", "frame_shape", "fields", "has_monitor", *_FLAGS):
         if meta.get(key) != ref.get(key):
             return f"chunk file has {key}={meta.get(key)!r}, other chunks of the scan {ref.get(key)!r}"
@@ -240,71 +155,26 @@ def _check_chunk(spec: EntrySpec, start: int, stop: int, chunk_id: str | None, m
 
 
 def _inspect(spec: EntrySpec) -> _EntryPlan:
-    if not spec.name or "/" in spec.name or spec.name in (".", ".."):
-        raise OutputError(f"entry name {spec.name!r} is not a valid HDF5 group name")
     if spec.kind not in KINDS:
         raise OutputError(f"entry {spec.name}: kind {spec.kind!r} is not one of {', '.join(KINDS)}")
-    if spec.chunk_ids and len(spec.chunk_ids) != len(spec.chunks):
-        raise OutputError(f"entry {spec.name}: {len(spec.chunk_ids)} chunk ids for {len(spec.chunks)} chunks")
-    plan = _EntryPlan(spec, [], [])
-    ids = list(spec.chunk_ids) or [None] * len(spec.chunks)
-    order = sorted(range(len(spec.chunks)), key=lambda i: spec.chunks[i][0])
-    covered = 0
-    for i in order:
-        start, stop, path = spec.chunks[i]
-        start, stop, chunk_id = int(start), int(stop), ids[i]
-        if not (0 <= start < stop <= spec.nframes):
-            raise OutputError(f"entry {spec.name}: chunk frames [{start}, {stop}) outside the scan's "
-                              f"{spec.nframes} frames")
-        if start < covered:
-            raise OutputError(f"entry {spec.name}: chunk frames [{start}, {stop}) overlap the previous chunk")
-        if start > covered:
-            plan.missing.append(MissingChunk(covered, start, None, None, "no chunk covers these frames"))
-        covered = stop
-        if path is None:
-            plan.missing.append(MissingChunk(start, stop, chunk_id, None, "chunk failed or not done"))
-            continue
-        try:
-            meta, axes = read_chunk_header(path)
-        except OutputError as exc:
-            plan.missing.append(MissingChunk(start, stop, chunk_id, str(path), str(exc)))
-            continue
+    plan = _EntryPlan(spec)
+
+    def accept(start: int, stop: int, chunk_id: str | None, path: Path) -> str | None:
+        meta, axes = read_chunk_header(path)
         reason = _check_chunk(spec, start, stop, chunk_id, meta, plan, axes)
         if reason:
-            plan.missing.append(MissingChunk(start, stop, chunk_id, str(path), reason))
-            continue
-        if plan.ref is None:
+            raise OutputError(reason)
+        if plan.ref is None:  # the first good chunk: the others must agree with it
             plan.ref, plan.axes = meta, axes
-        plan.good.append(_Good(start, stop, Path(path), chunk_id or meta.get("chunk_id")))
         if meta.get("engine"):
             plan.engines.add(str(meta["engine"]))
-    if covered < spec.nframes:
-        plan.missing.append(MissingChunk(covered, spec.nframes, None, None, "no chunk covers these frames"))
-    plan.missing.sort(key=lambda m: m.frame_start)
+        return meta.get("chunk_id")
+
+    plan.good, plan.missing = cover(spec.name, spec.nframes, spec.chunks, spec.chunk_ids, accept)
     return plan
 
 
 # -- writing -----------------------------------------------------------------------------------
-def _str_array(values: list[str]) -> np.ndarray:
-    return np.array([str(v) for v in values], dtype=h5py.string_dtype())
-
-
-def _nx_group(parent: h5py.Group, name: str, nx_class: str) -> h5py.Group:
-    group = parent.create_group(name, track_order=True)  # readers list children in writing order
-    group.attrs["NX_class"] = nx_class
-    return group
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
-
-
-def _vds_name(chunk: Path, master_dir: Path) -> str:
-    """The chunk's path relative to the master's folder, as an HDF5 VDS source name."""
-    rel = os.path.relpath(os.path.abspath(chunk), os.path.abspath(master_dir))
-    return Path(rel).as_posix().replace("%", "%%")  # HDF5 expands %b / %% in source file names
-
-
 def _radial_axis(unit: str, radial: np.ndarray, edges: np.ndarray, poni: str) -> tuple[str, str, np.ndarray,
                                                                                        np.ndarray, str]:
     """(long_name, units, centres, edges, note) of the NXazint radial axis for a pyFAI unit.
@@ -334,31 +204,6 @@ def _radial_axis(unit: str, radial: np.ndarray, edges: np.ndarray, poni: str) ->
     return long_name, units, np.degrees(np.arctan(radial / dist_mm)), np.degrees(np.arctan(edges / dist_mm)), note
 
 
-def _frame_dataset(group: h5py.Group, name: str, plan: _EntryPlan, source: str, frame_shape: tuple[int, ...],
-                   mode: str, master_dir: Path) -> h5py.Dataset:
-    """A per-frame dataset [nImg, *frame_shape]: a virtual dataset over the chunk files, or a copy."""
-    shape = (plan.spec.nframes, *frame_shape)
-    if mode == "vds":
-        layout = h5py.VirtualLayout(shape=shape, dtype=np.float64)
-        for good in plan.good:
-            n = good.stop - good.start
-            layout[good.start:good.stop] = h5py.VirtualSource(_vds_name(good.path, master_dir), source,
-                                                              shape=(n, *frame_shape), dtype=np.float64)
-        return group.create_virtual_dataset(name, layout, fillvalue=np.nan)
-    frame_bytes = 8 * int(np.prod(frame_shape, dtype=np.int64))
-    chunk_frames = int(max(1, min(plan.spec.nframes, (1 << 20) // max(frame_bytes, 1))))
-    ds = group.create_dataset(name, shape=shape, dtype=np.float64, fillvalue=np.nan,
-                              chunks=(chunk_frames, *frame_shape))
-    block = int(max(1, _COPY_BLOCK_BYTES // max(frame_bytes, 1)))
-    for good in plan.good:
-        with open_chunk(good.path) as chunk:
-            src = chunk[source]
-            for b0 in range(0, good.stop - good.start, block):
-                b1 = min(b0 + block, good.stop - good.start)
-                ds[good.start + b0:good.start + b1] = src[b0:b1]
-    return ds
-
-
 def _write_entry(f: h5py.File, plan: _EntryPlan, mode: str, master_dir: Path) -> None:
     from reduction import __version__
 
@@ -371,7 +216,7 @@ def _write_entry(f: h5py.File, plan: _EntryPlan, mode: str, master_dir: Path) ->
     long_name, units, radial, radial_edges, radial_note = _radial_axis(unit, axes["radial"], axes["radial_edges"],
                                                                        poni)
 
-    entry = _nx_group(f, spec.name, "NXentry")
+    entry = nx_group(f, spec.name, "NXentry")
     entry.attrs["default"] = "data"
     entry["title"] = spec.title or f"{Path(spec.dataset).name} scan {spec.scan}"
     entry["definition"] = "NXazint2d" if two_d else "NXazint1d"
@@ -382,9 +227,9 @@ def _write_entry(f: h5py.File, plan: _EntryPlan, mode: str, master_dir: Path) ->
     entry["normalization_applied"] = np.bool_(True)
     entry["monitor_applied"] = np.bool_(ref["monitor_applied"])
 
-    instrument = _nx_group(entry, "instrument", "NXinstrument")
+    instrument = nx_group(entry, "instrument", "NXinstrument")
     instrument["name"] = spec.beamline
-    mono = _nx_group(instrument, "monochromator", "NXmonochromator")
+    mono = nx_group(instrument, "monochromator", "NXmonochromator")
     wavelength_m, energy = ref.get("wavelength"), ref.get("energy")
     wavelength_a = wavelength_m / 1e-10 if wavelength_m else None
     if wavelength_a is None and energy:
@@ -395,7 +240,7 @@ def _write_entry(f: h5py.File, plan: _EntryPlan, mode: str, master_dir: Path) ->
     mono["wavelength"].attrs["units"] = "angstrom"
     mono["energy"] = np.float64(energy if energy else np.nan)
     mono["energy"].attrs["units"] = "keV"
-    source = _nx_group(instrument, "source", "NXsource")
+    source = nx_group(instrument, "source", "NXsource")
     source["name"] = spec.source_name
     source["type"] = spec.source_type
     source["probe"] = spec.probe
@@ -417,13 +262,13 @@ def _write_entry(f: h5py.File, plan: _EntryPlan, mode: str, master_dir: Path) ->
     if plan.missing:
         n_missing = sum(m.frame_stop - m.frame_start for m in plan.missing)
         notes.append(f"{n_missing} of {spec.nframes} frames have no result (NaN): see ../chunks/missing_frames.")
-    reduction = _nx_group(entry, "reduction", "NXprocess")
+    reduction = nx_group(entry, "reduction", "NXprocess")
     reduction["program"] = PROGRAM
     reduction["version"] = str(__version__)
-    reduction["date"] = _now()
+    reduction["date"] = now()
     reduction["reference"] = REFERENCE
     reduction["note"] = "\n".join(notes)
-    inp = _nx_group(reduction, "input", "NXparameters")
+    inp = nx_group(reduction, "input", "NXparameters")
     inp["config"] = config_json
     inp["poni"] = poni
     inp["raw_file"] = str(spec.dataset)
@@ -434,21 +279,22 @@ def _write_entry(f: h5py.File, plan: _EntryPlan, mode: str, master_dir: Path) ->
     inp["flat_applied"] = "true" if ref["normalization_applied"] else "false"
     if plan.engines:  # chunks may have run on different nodes: every engine/device that contributed
         inp["engine"] = "; ".join(sorted(plan.engines))
-    inp["chunk_ids"] = _str_array([i for i in (spec.chunk_ids or [g.chunk_id or "" for g in plan.good]) if i])
+    inp["chunk_ids"] = str_array([i for i in (spec.chunk_ids or [g.chunk_id or "" for g in plan.good]) if i])
 
     if ref.get("has_monitor"):
-        monitor = _nx_group(entry, "monitor", "NXmonitor")
-        _frame_dataset(monitor, "data", plan, "monitor", (), mode, master_dir)
+        monitor = nx_group(entry, "monitor", "NXmonitor")
+        frame_dataset(monitor, "data", spec.nframes, plan.good, "monitor", (), mode, master_dir)
 
-    data = _nx_group(entry, "data", "NXdata")
+    data = nx_group(entry, "data", "NXdata")
     data.attrs["signal"] = "I"
-    data.attrs["axes"] = _str_array([".", "azimuthal_axis", "radial_axis"] if two_d else [".", "radial_axis"])
+    data.attrs["axes"] = str_array([".", "azimuthal_axis", "radial_axis"] if two_d else [".", "radial_axis"])
     data.attrs["interpretation"] = "image" if two_d else "spectrum"
-    accumulators = _nx_group(entry, "accumulators", "NXcollection")
+    accumulators = nx_group(entry, "accumulators", "NXcollection")
     for field_name in ref["fields"]:
         group_name, name = _TARGETS[field_name]
         group = data if group_name == "data" else accumulators
-        ds = _frame_dataset(group, name, plan, field_name, tuple(ref["frame_shape"]), mode, master_dir)
+        ds = frame_dataset(group, name, spec.nframes, plan.good, field_name, tuple(ref["frame_shape"]), mode,
+                           master_dir)
         if name == "I":
             ds.attrs.update({"long_name": "intensity", "units": "arbitrary units"})
         elif name == "I_errors":
@@ -464,7 +310,7 @@ def _write_entry(f: h5py.File, plan: _EntryPlan, mode: str, master_dir: Path) ->
         ds.attrs.update({"long_name": "azimuthal bin center", "units": "deg"})
         ds = data.create_dataset("azimuthal_axis_edges", data=np.asarray(axes["azimuthal_edges"], dtype=np.float64))
         ds.attrs.update({"long_name": "azimuthal bin edges", "units": "deg"})
-    with open_chunk(plan.good[0].path) as chunk:
+    with open_readonly(plan.good[0].path) as chunk:
         norm = np.asarray(chunk["count"][0], dtype=np.float64)
     ds = data.create_dataset("norm", data=norm)
     ds.attrs.update({"long_name": "effective number of pixels contributing to the corresponding bin",
@@ -473,27 +319,7 @@ def _write_entry(f: h5py.File, plan: _EntryPlan, mode: str, master_dir: Path) ->
         accumulators["radial_r_mm"] = np.asarray(axes["radial"], dtype=np.float64)
         accumulators["radial_r_mm_edges"] = np.asarray(axes["radial_edges"], dtype=np.float64)
 
-    _write_chunk_table(entry, plan, mode, master_dir)
-
-
-def _write_chunk_table(entry: h5py.Group, plan: _EntryPlan, mode: str, master_dir: Path) -> None:
-    def rel(path: Path | str) -> str:
-        return Path(os.path.relpath(os.path.abspath(path), os.path.abspath(master_dir))).as_posix()
-
-    rows = [(g.start, g.stop, g.chunk_id or "", rel(g.path), "merged") for g in plan.good]
-    rows += [(m.frame_start, m.frame_stop, m.chunk_id or "", rel(m.path) if m.path else "", f"missing: {m.reason}")
-             for m in plan.missing]
-    rows.sort()
-    table = _nx_group(entry, "chunks", "NXcollection")
-    table.attrs["mode"] = mode
-    table["frames"] = np.array([[r[0], r[1]] for r in rows], dtype=np.int64).reshape(-1, 2)
-    table["chunk_id"] = _str_array([r[2] for r in rows])
-    table["file"] = _str_array([r[3] for r in rows])
-    table["status"] = _str_array([r[4] for r in rows])
-    table["missing_frames"] = np.array([[m.frame_start, m.frame_stop] for m in plan.missing],
-                                       dtype=np.int64).reshape(-1, 2)
-    table["missing_chunk_ids"] = _str_array([m.chunk_id for m in plan.missing if m.chunk_id])
-    table["n_missing_frames"] = np.int64(sum(m.frame_stop - m.frame_start for m in plan.missing))
+    write_chunk_table(entry, plan.good, plan.missing, mode, master_dir)
 
 
 def write_master(path: Path | str, entries: list[EntrySpec], *, mode: str = "vds") -> MergeReport:
@@ -506,33 +332,7 @@ def write_master(path: Path | str, entries: list[EntrySpec], *, mode: str = "vds
     duplicate entry names, overlapping chunks, when no entry at all can be written, or when the
     file cannot be written.
     """
-    started = time.perf_counter()
-    if mode not in MERGE_MODES:
-        raise OutputError(f"merge mode {mode!r} is not one of {', '.join(MERGE_MODES)}")
-    path = Path(path)
-    names = [e.name for e in entries]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise OutputError(f"{path}: duplicate entry names {', '.join(duplicates)}")
-    plans = [_inspect(spec) for spec in entries]
-    reports = [EntryReport(p.spec.name, p.spec.nframes, list(p.missing), written=p.ref is not None) for p in plans]
-    writable = [p for p in plans if p.ref is not None]
-    if not writable:
-        raise OutputError(f"{path}: none of the {len(entries)} entries has a finished chunk; nothing to merge")
-    master_dir = path.parent
-    master_dir.mkdir(parents=True, exist_ok=True)
-    from reduction import __version__
-
-    try:
-        with atomic_output(path) as tmp, h5py.File(tmp, "w", track_order=True) as f:  # entries in the order given
-            f.attrs.update({"NX_class": "NXroot", "default": writable[0].spec.name, "file_name": path.name,
-                            "file_time": _now(), "creator": f"{PROGRAM} {__version__}",
-                            "HDF5_Version": h5py.version.hdf5_version, "h5py_version": h5py.version.version})
-            for plan in writable:
-                _write_entry(f, plan, mode, master_dir)
-    except OSError as exc:
-        raise OutputError(f"cannot write master file {path}: {exc}") from exc
-    return MergeReport(path, mode, reports, time.perf_counter() - started)
+    return write_master_file(path, entries, mode=mode, inspect=_inspect, write_entry=_write_entry)
 
 
 # -- preview -----------------------------------------------------------------------------------
@@ -584,7 +384,7 @@ def write_preview(master: Path | str, png: Path | str, *, max_rows: int = 2000) 
     master, png = Path(master), Path(png)
     with h5py.File(master, "r") as f:
         entries = [g for g in f.values()
-                   if isinstance(g, h5py.Group) and _attr(g, "NX_class") == "NXentry" and "data" in g]
+                   if isinstance(g, h5py.Group) and attr_text(g, "NX_class") == "NXentry" and "data" in g]
         if not entries:
             raise OutputError(f"{master}: no NXentry with data to preview")
         total_frames = sum(e["data"]["I"].shape[0] for e in entries)
@@ -592,7 +392,7 @@ def write_preview(master: Path | str, png: Path | str, *, max_rows: int = 2000) 
         axis_ds = entries[0]["data"]["radial_axis"]
         radial = axis_ds[()]
         edges = entries[0]["data"]["radial_axis_edges"][()] if "radial_axis_edges" in entries[0]["data"] else None
-        label = f"{_attr(axis_ds, 'long_name') or 'radial'} ({_attr(axis_ds, 'units') or '?'})"
+        label = f"{attr_text(axis_ds, 'long_name') or 'radial'} ({attr_text(axis_ds, 'units') or '?'})"
         blocks, bounds, means, names = [], [0], [], []
         grand_sum, grand_n = np.zeros(radial.size), np.zeros(radial.size)
         two_d = False
@@ -656,9 +456,3 @@ def write_preview(master: Path | str, png: Path | str, *, max_rows: int = 2000) 
         fig.savefig(tmp, format="png")
     return png
 
-
-def _attr(obj: h5py.HLObject, name: str) -> str | None:
-    value = obj.attrs.get(name)
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    return None if value is None else str(value)

@@ -1,0 +1,277 @@
+"""What every kind's merge shares: which chunk files cover a scan's frames, what has no result, and
+the master file around the kind's own entries.
+
+A kind's merge walks each entry's chunks with :func:`cover` (its own check of a chunk file decides
+whether the file is merged), writes each entry's per-frame datasets with :func:`frame_dataset`
+(HDF5 virtual datasets over the chunk files, or a copy) and its chunk table with
+:func:`write_chunk_table`, all inside :func:`write_master_file`, which writes the file atomically
+and returns the :class:`MergeReport`. Frames without a result read as NaN — never as zeros — and
+are listed in the entry's ``chunks`` group and in the report.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import h5py
+import numpy as np
+
+from reduction.errors import OutputError
+from reduction.step import MERGE_MODES
+
+from .files import atomic_output
+from .nexus import PROGRAM, now, nx_group, open_readonly, str_array, vds_source_name
+
+__all__ = ["MissingChunk", "GoodChunk", "EntryReport", "MergeReport", "cover", "identity_problem",
+           "frame_dataset", "write_chunk_table", "write_master_file"]
+
+_COPY_BLOCK_BYTES = 64 << 20
+
+
+@dataclass(frozen=True)
+class MissingChunk:
+    """Frames of an entry that have no result in the master (they read as NaN)."""
+
+    frame_start: int
+    frame_stop: int
+    chunk_id: str | None
+    path: str | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class GoodChunk:
+    """A chunk file that passed its checks: it gives frames [start, stop) of its entry."""
+
+    start: int
+    stop: int
+    path: Path
+    chunk_id: str | None
+
+
+@dataclass
+class EntryReport:
+    name: str
+    nframes: int
+    missing: list[MissingChunk] = field(default_factory=list)
+    written: bool = True  # False when not a single chunk of the entry was usable
+
+    @property
+    def missing_frames(self) -> list[tuple[int, int]]:
+        return [(m.frame_start, m.frame_stop) for m in self.missing]
+
+    @property
+    def n_missing_frames(self) -> int:
+        return sum(m.frame_stop - m.frame_start for m in self.missing)
+
+
+@dataclass
+class MergeReport:
+    """What a merge wrote and which entries / frames have no result (:class:`reduction.step.MergeReport`)."""
+
+    path: Path
+    mode: str
+    entries: list[EntryReport]
+    seconds: float = 0.0
+
+    @property
+    def complete(self) -> bool:
+        """True when every entry was written with all its frames."""
+        return all(e.written and not e.missing for e in self.entries)
+
+    @property
+    def missing_frames(self) -> dict[str, list[tuple[int, int]]]:
+        return {e.name: e.missing_frames for e in self.entries if e.missing}
+
+    @property
+    def missing_chunk_ids(self) -> list[str]:
+        return [m.chunk_id for e in self.entries for m in e.missing if m.chunk_id]
+
+    @property
+    def skipped_entries(self) -> list[str]:
+        return [e.name for e in self.entries if not e.written]
+
+    def summary(self) -> str:
+        n_missing = sum(e.n_missing_frames for e in self.entries)
+        text = (f"{self.path}: {sum(e.written for e in self.entries)} of {len(self.entries)} entries "
+                f"({self.mode}), {n_missing} frame(s) missing")
+        for e in self.entries:
+            for m in e.missing:
+                text += f"\n  {e.name} frames [{m.frame_start}, {m.frame_stop}) {m.chunk_id or ''}: {m.reason}"
+        return text
+
+
+# -- which chunks give which frames ------------------------------------------------------------
+def cover(name: str, nframes: int, chunks: Sequence[tuple[int, int, Path | str | None]], chunk_ids: Sequence[str],
+          accept: Callable[[int, int, str | None, Path], str | None]) -> tuple[list[GoodChunk], list[MissingChunk]]:
+    """Sort the chunks of entry ``name`` (a scan of ``nframes`` frames) into those to merge and the
+    frames without a result: gaps, chunks without a file (failed or not done), and files that
+    ``accept(start, stop, chunk_id, path)`` refuses by raising :class:`OutputError` (its message is
+    the reason). ``accept`` returns the chunk id the file carries (used where ``chunk_ids`` is empty).
+
+    Raises OutputError for an invalid entry name, chunk ids not parallel to the chunks, and chunks
+    outside the scan or overlapping: a plan that is wrong, not a chunk that failed.
+    """
+    if not name or "/" in name or name in (".", ".."):
+        raise OutputError(f"entry name {name!r} is not a valid HDF5 group name")
+    if chunk_ids and len(chunk_ids) != len(chunks):
+        raise OutputError(f"entry {name}: {len(chunk_ids)} chunk ids for {len(chunks)} chunks")
+    ids: list[str | None] = list(chunk_ids) or [None] * len(chunks)
+    good: list[GoodChunk] = []
+    missing: list[MissingChunk] = []
+    covered = 0
+    for i in sorted(range(len(chunks)), key=lambda i: chunks[i][0]):
+        start, stop, path = chunks[i]
+        start, stop, chunk_id = int(start), int(stop), ids[i]
+        if not (0 <= start < stop <= nframes):
+            raise OutputError(f"entry {name}: chunk frames [{start}, {stop}) outside the scan's {nframes} frames")
+        if start < covered:
+            raise OutputError(f"entry {name}: chunk frames [{start}, {stop}) overlap the previous chunk")
+        if start > covered:
+            missing.append(MissingChunk(covered, start, None, None, "no chunk covers these frames"))
+        covered = stop
+        if path is None:
+            missing.append(MissingChunk(start, stop, chunk_id, None, "chunk failed or not done"))
+            continue
+        try:
+            carried = accept(start, stop, chunk_id, Path(path))
+        except OutputError as exc:
+            missing.append(MissingChunk(start, stop, chunk_id, str(path), str(exc)))
+            continue
+        good.append(GoodChunk(start, stop, Path(path), chunk_id or carried))
+    if covered < nframes:
+        missing.append(MissingChunk(covered, nframes, None, None, "no chunk covers these frames"))
+    missing.sort(key=lambda m: m.frame_start)
+    return good, missing
+
+
+def _same_path(a: str, b: str) -> bool:
+    return os.path.normpath(os.path.abspath(a)) == os.path.normpath(os.path.abspath(b))
+
+
+def identity_problem(meta: dict[str, Any], *, kind: str, dataset: str, scan: str, start: int, stop: int,
+                     chunk_id: str | None) -> str | None:
+    """Why a chunk file's root attributes (``meta``) say it is not frames [start, stop) of this scan
+    reduced by this kind (or not chunk ``chunk_id``), or None when they match."""
+    expected: dict[str, Any] = {"kind": kind, "scan": str(scan), "frame_start": start, "frame_stop": stop}
+    if chunk_id:
+        expected["chunk_id"] = chunk_id
+    for key, value in expected.items():
+        if meta.get(key) != value:
+            return f"chunk file has {key}={meta.get(key)!r}, expected {value!r}"
+    if dataset and meta.get("dataset") and not _same_path(str(meta["dataset"]), str(dataset)):
+        return f"chunk file is for dataset {meta['dataset']!r}, expected {dataset!r}"
+    return None
+
+
+# -- writing -----------------------------------------------------------------------------------
+def frame_dataset(group: h5py.Group, name: str, nframes: int, good: Sequence[GoodChunk], source: str,
+                  frame_shape: tuple[int, ...], mode: str, master_dir: Path) -> h5py.Dataset:
+    """A per-frame float64 dataset [nframes, *frame_shape] from dataset ``source`` of the good chunk
+    files: a virtual dataset over them (relative paths) or a copy; NaN where no chunk gives a frame."""
+    shape = (nframes, *frame_shape)
+    if mode == "vds":
+        layout = h5py.VirtualLayout(shape=shape, dtype=np.float64)
+        for chunk in good:
+            n = chunk.stop - chunk.start
+            layout[chunk.start:chunk.stop] = h5py.VirtualSource(vds_source_name(chunk.path, master_dir), source,
+                                                                shape=(n, *frame_shape), dtype=np.float64)
+        return group.create_virtual_dataset(name, layout, fillvalue=np.nan)
+    frame_bytes = 8 * int(np.prod(frame_shape, dtype=np.int64))
+    chunk_frames = int(max(1, min(nframes, (1 << 20) // max(frame_bytes, 1))))
+    ds = group.create_dataset(name, shape=shape, dtype=np.float64, fillvalue=np.nan,
+                              chunks=(chunk_frames, *frame_shape))
+    block = int(max(1, _COPY_BLOCK_BYTES // max(frame_bytes, 1)))
+    for chunk in good:
+        with open_readonly(chunk.path) as f:
+            src = f[source]
+            for b0 in range(0, chunk.stop - chunk.start, block):
+                b1 = min(b0 + block, chunk.stop - chunk.start)
+                ds[chunk.start + b0:chunk.start + b1] = src[b0:b1]
+    return ds
+
+
+def write_chunk_table(entry: h5py.Group, good: Sequence[GoodChunk], missing: Sequence[MissingChunk], mode: str,
+                      master_dir: Path) -> None:
+    """``<entry>/chunks`` (NXcollection): every chunk with its frames, file and status, and the
+    frames without a result."""
+    def rel(path: Path | str) -> str:
+        return Path(os.path.relpath(os.path.abspath(path), os.path.abspath(master_dir))).as_posix()
+
+    rows = [(g.start, g.stop, g.chunk_id or "", rel(g.path), "merged") for g in good]
+    rows += [(m.frame_start, m.frame_stop, m.chunk_id or "", rel(m.path) if m.path else "", f"missing: {m.reason}")
+             for m in missing]
+    rows.sort()
+    table = nx_group(entry, "chunks", "NXcollection")
+    table.attrs["mode"] = mode
+    table["frames"] = np.array([[r[0], r[1]] for r in rows], dtype=np.int64).reshape(-1, 2)
+    table["chunk_id"] = str_array([r[2] for r in rows])
+    table["file"] = str_array([r[3] for r in rows])
+    table["status"] = str_array([r[4] for r in rows])
+    table["missing_frames"] = np.array([[m.frame_start, m.frame_stop] for m in missing],
+                                       dtype=np.int64).reshape(-1, 2)
+    table["missing_chunk_ids"] = str_array([m.chunk_id for m in missing if m.chunk_id])
+    table["n_missing_frames"] = np.int64(sum(m.frame_stop - m.frame_start for m in missing))
+
+
+class _Entry(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def nframes(self) -> int: ...
+
+
+class _Inspected(Protocol):
+    good: list[GoodChunk]
+    missing: list[MissingChunk]
+
+
+E = TypeVar("E", bound=_Entry)
+P = TypeVar("P", bound=_Inspected)
+
+
+def write_master_file(path: Path | str, entries: Sequence[E], *, mode: str, inspect: Callable[[E], P],
+                      write_entry: Callable[[h5py.File, P, str, Path], None]) -> MergeReport:
+    """Write the master file ``path``: an NXroot with one entry per item of ``entries`` that has a
+    good chunk, in the order given.
+
+    ``inspect(entry)`` sorts an entry's chunks (with :func:`cover`); ``write_entry(file, inspected,
+    mode, master_dir)`` writes it. Written under a temporary name and renamed into place
+    (:func:`~reduction.io.files.atomic_output`), so an existing master is replaced only by a complete
+    new one. Raises :class:`OutputError` for an unknown mode, duplicate entry names, when no entry
+    at all can be written, or when the file cannot be written.
+    """
+    started = time.perf_counter()
+    if mode not in MERGE_MODES:
+        raise OutputError(f"merge mode {mode!r} is not one of {', '.join(MERGE_MODES)}")
+    path = Path(path)
+    names = [e.name for e in entries]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise OutputError(f"{path}: duplicate entry names {', '.join(duplicates)}")
+    inspected = [inspect(e) for e in entries]
+    reports = [EntryReport(e.name, e.nframes, list(p.missing), written=bool(p.good))
+               for e, p in zip(entries, inspected)]
+    writable = [(e, p) for e, p in zip(entries, inspected) if p.good]
+    if not writable:
+        raise OutputError(f"{path}: none of the {len(entries)} entries has a finished chunk; nothing to merge")
+    master_dir = path.parent
+    master_dir.mkdir(parents=True, exist_ok=True)
+    from reduction import __version__
+
+    try:
+        with atomic_output(path) as tmp, h5py.File(tmp, "w", track_order=True) as f:  # entries in the order given
+            f.attrs.update({"NX_class": "NXroot", "default": writable[0][0].name, "file_name": path.name,
+                            "file_time": now(), "creator": f"{PROGRAM} {__version__}",
+                            "HDF5_Version": h5py.version.hdf5_version, "h5py_version": h5py.version.version})
+            for _, plan in writable:
+                write_entry(f, plan, mode, master_dir)
+    except OSError as exc:
+        raise OutputError(f"cannot write master file {path}: {exc}") from exc
+    return MergeReport(path, mode, reports, time.perf_counter() - started)

@@ -1,0 +1,56 @@
+"""The ``sum`` kind: per frame, the total counts and the maximum of the valid pixels.
+
+Registered through the ``xreduce.kinds`` entry-point group (pyproject.toml), not as a built-in.
+Another package can reuse it under its own name by subclassing :class:`SumKind` with its ``name``
+and a schema whose ``kind`` defaults to that name.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from reduction.step import Kind, MasterEntry, MergeReport, SelfTest, Step
+
+from .config import SumConfig
+
+__all__ = ["SumKind", "SUM"]
+
+
+class SumKind(Kind):
+    """Chunks are frame ranges; each scan becomes one NXentry of per-frame sums."""
+
+    name = "sum"
+    schema = SumConfig
+
+    def open(self, reduction: Mapping[str, Any]) -> Step:
+        from .step import SumStep
+
+        return SumStep(reduction)
+
+    def is_done(self, path: Path, chunk_id: str, config_hash: str) -> bool:
+        from .chunkfile import chunk_matches
+
+        return chunk_matches(path, chunk_id, config_hash)
+
+    def merge(self, master: Path, entries: Sequence[MasterEntry], *, mode: str,
+              config: Mapping[str, Any]) -> MergeReport:
+        from .nexus import write_master
+
+        return write_master(master, entries, kind=self.name, mode=mode,
+                            config_json=json.dumps(config, sort_keys=True))
+
+    def preview(self, master: Path, png: Path) -> None:
+        from .nexus import write_preview
+
+        write_preview(master, png)
+
+    def selftest(self, device: str = "auto", require: Sequence[str] = ()) -> SelfTest:
+        from .selftest import run_selftest
+
+        return run_selftest(self.name)
+
+
+SUM = SumKind()
