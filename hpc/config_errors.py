@@ -19,7 +19,7 @@ from hydra.errors import HydraException, MissingConfigException, OverrideParseEx
 from omegaconf.errors import (ConfigAttributeError, ConfigKeyError, InterpolationResolutionError,
                               MissingMandatoryValue, OmegaConfBaseException, ValidationError)
 
-from reduction.step import ReductionConfig, get_kind, kinds, rules
+from reduction.step import ReductionConfig, broken_kinds, get_kind, kinds, rules
 
 from .config_schema import BACKEND_SCHEMAS, BackendConfig
 from .errors import ConfigError, XReduceError
@@ -131,6 +131,10 @@ def _hydra_error(err: HydraException, overrides: list[str]) -> ConfigError:
         listed = ", ".join(options[1].split()) if options else "none"
         if missing:
             group, _, name = missing[1].rpartition("/")
+            broken = broken_kinds().get(name) if group == "reduction" else None
+            if broken:
+                return ConfigError(f"reduction={name}: this reduction kind is installed but cannot be loaded "
+                                   f"({broken})")
             return ConfigError(f"{group}={name}: no such config {missing[1]}.yaml"
                                f"{_did_you_mean(name, listed.split(', '))}; available: {listed} "
                                f"(add your own with --config-dir DIR)")

@@ -7,6 +7,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from reduction.errors import RawDataError
 from reduction.step import Step
 
 from .plan import Chunk, Plan, read_plan
@@ -52,6 +53,8 @@ def process_chunk(plan: Plan, chunk: Chunk, steps: StepCache) -> Outcome:
         return Outcome(chunk.id, True, 0, 0.0, "already done")
     start = time.perf_counter()
     try:
+        if chunk.problem:  # planning found the scan unreadable: no step can do anything with it
+            raise RawDataError(f"{chunk.dataset} scan {chunk.scan}: {chunk.problem}")
         step = steps.get(plan)
         nframes = step(asdict(chunk), paths.result, config_hash=plan.config_hash, config_json=plan.config_json)
     except Exception as exc:  # the chunk fails, the campaign goes on

@@ -96,8 +96,8 @@ class Step(Protocol):
     engine_used: str
 
     def __call__(self, chunk: Mapping[str, Any], out: Path, *, config_hash: str, config_json: str) -> int:
-        """Reduce ``chunk`` (a plan entry: id, dataset, scan, detector, monitor, start, stop, energy_kev)
-        into the chunk file ``out``, renamed into place only when complete (:func:`atomic_output`);
+        """Reduce ``chunk`` (a plan entry: id, dataset, scan, detector, monitor, start, stop, energy_kev;
+        never one of a scan planning found unreadable: those fail before) into the chunk file ``out``, renamed into place only when complete (:func:`atomic_output`);
         return the number of frames reduced. Raise on failure: the caller records the error."""
         ...
 

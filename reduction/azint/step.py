@@ -78,8 +78,6 @@ class AzintStep:
 
     def __call__(self, chunk: Mapping[str, Any], out: Path, *, config_hash: str, config_json: str) -> int:
         """Reduce the frames [start, stop) of the chunk's scan into ``out``; return the frame count."""
-        if chunk.get("problem"):
-            raise RawDataError(f"{chunk['dataset']} scan {chunk['scan']}: {chunk['problem']}")
         dataset, scan, start, stop = Path(chunk["dataset"]), str(chunk["scan"]), int(chunk["start"]), int(chunk["stop"])
         monitor = None
         if chunk.get("monitor"):

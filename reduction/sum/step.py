@@ -41,8 +41,6 @@ class SumStep:
     def __call__(self, chunk: Mapping[str, Any], out: Path, *, config_hash: str, config_json: str) -> int:
         """Sum the frames [start, stop) of the chunk's scan into ``out``; return the frame count."""
         dataset, scan, detector = str(chunk["dataset"]), str(chunk["scan"]), str(chunk["detector"])
-        if chunk.get("problem"):
-            raise RawDataError(f"{dataset} scan {scan}: {chunk['problem']}")
         start, stop = int(chunk["start"]), int(chunk["stop"])
         parts = []
         for b0 in range(start, stop, READ_BLOCK):

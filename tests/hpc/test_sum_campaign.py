@@ -219,8 +219,6 @@ def test_a_broken_kind_is_named_and_the_others_work(experiment, expected, tmp_pa
     assert_sums(out, expected)
 
 
-@pytest.mark.xfail(strict=True, reason="gap in hpc: hpc/config_errors.py _hydra_error answers a missing "
-                                       "reduction/<kind> config without asking reduction.step.broken_kinds()")
 def test_choosing_a_broken_kind_names_the_reason(experiment, tmp_path) -> None:
     done = xreduce("plan", *overrides(experiment, tmp_path / "out", kind="broken"), env=_broken_site(tmp_path))
     assert done.returncode == 2 and "xbroken needs libxbroken.so" in done.stderr, done.stderr
