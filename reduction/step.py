@@ -28,10 +28,11 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from .errors import XReduceError
 from .io.files import atomic_output
+from .io.process import call
 
 __all__ = ["MISSING", "MERGE_MODES", "KeyRule", "key", "rules", "ReductionConfig", "Step", "Kind", "ScanInfo", "MasterEntry",
            "MergeReport", "SelfCheck", "SelfTest", "OK", "UNAVAILABLE", "FAILED", "ENTRY_POINT_GROUP", "kinds",
-           "reload_kinds", "get_kind", "broken_kinds", "atomic_output", "UnknownKind"]
+           "reload_kinds", "get_kind", "broken_kinds", "atomic_output", "call", "UnknownKind"]
 
 #: How a kind's merge writes per-frame data: virtual datasets over the chunk files, or a self-contained copy.
 MERGE_MODES = ("vds", "copy")

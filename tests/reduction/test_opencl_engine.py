@@ -351,7 +351,7 @@ def test_probe_process(opencl, monkeypatch, tmp_path) -> None:
         return subprocess.CompletedProcess(args, -6, "", "LLVM ERROR: Cannot emit physreg copy instruction")
 
     monkeypatch.setenv("XREDUCE_CACHE_DIR", str(tmp_path / "fresh"))
-    monkeypatch.setattr(oe.subprocess, "run", crashed)
+    monkeypatch.setattr("reduction.io.process.subprocess.run", crashed)
     with pytest.raises(EngineUnavailable, match="probe process \\(exit code -6\\): LLVM ERROR"):
         OpenCLEngine(matrix(1, "bbox"))
 

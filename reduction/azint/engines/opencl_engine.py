@@ -47,7 +47,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import subprocess
 import sys
 import threading
 import warnings
@@ -57,6 +56,8 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+
+from reduction.io.process import call
 
 from .device import DeviceInfo, EngineUnavailable, open_device
 from .contract import EngineOutput, canonical_matrix, default_threads, frame_block, invalid_mask
@@ -385,8 +386,8 @@ class OpenCLEngine:
         env = {**os.environ, "XREDUCE_OPENCL_PROBE": "0",
                "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[3]), os.environ.get("PYTHONPATH", "")])}
         try:
-            done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
-        except (OSError, subprocess.TimeoutExpired) as exc:
+            done = call([sys.executable, "-c", code], env=env, timeout=600, check=False, error=EngineUnavailable)
+        except EngineUnavailable as exc:
             raise EngineUnavailable(f"the OpenCL kernel probe on {self.device} did not finish: {exc}") from None
         if done.returncode != 0:
             tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
