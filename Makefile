@@ -4,8 +4,10 @@
 #                 reduce it with `xreduce demo` (NeXus master files + PNG previews)
 #   make test     as above, plus the system packages the tests run against (Open MPI, PoCL,
 #                 Slurm + accounting, HDF5 tools), starts the single-node Slurm test cluster
-#                 (`make cluster`), then runs the whole test suite
+#                 (`make cluster`), checks the code (`make lint`: ruff, mypy), then runs the whole
+#                 test suite
 #   make cluster  start (or check) the Slurm test cluster: tests/cluster/start-slurm.sh, as root
+#   make lint     ruff (style, imports, likely bugs) and mypy (types), as configured in pyproject.toml
 #   make bench    integration throughput (tests/benchmarks/bench_integrate.py)
 #   make image    build the Apptainer image xreduce.sif (needs apptainer; docs/containers.md)
 #   make clean    remove outputs and caches (keeps .venv; `make distclean` removes it too)
@@ -31,7 +33,7 @@ STAMP := $(VENV)/.xreduce-installed
 INSTALL := bash containers/install.sh
 IMAGE   ?= xreduce.sif
 
-.PHONY: help demo test bench cluster venv system-base system-test image clean distclean
+.PHONY: help demo test lint bench cluster venv system-base system-test image clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -42,8 +44,12 @@ demo: venv  ## reduce a synthetic experiment with `xreduce demo`; results in dem
 
 # system-test comes first so that the venv (mpi4py, pyopencl later) builds against those packages;
 # cluster (the real Slurm the tests submit to) comes last, and a failure to start it stops here.
-test: system-test venv cluster  ## install everything the tests need, run all of tests/
+test: system-test venv cluster lint  ## install everything the tests need, run all of tests/
 	$(VPY) -m pytest $(PYTEST_ARGS)
+
+lint: venv  ## ruff and mypy (pyproject.toml's settings)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 bench: venv  ## integration throughput, side by side with pyFAI
 	$(VPY) tests/benchmarks/bench_integrate.py $(BENCH_ARGS)

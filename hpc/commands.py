@@ -23,7 +23,7 @@ from .backends import get_backend, submitting, waiting
 from .errors import BackendError, ConfigError
 from .plan import Plan, make_plan, read_plan, write_plan
 from .state import DONE, FAILED, PENDING, ChunkPaths, ChunkState, chunk_states
-from .worker import Outcome, StepCache, process_chunk
+from .worker import STEPS, Outcome, process_chunk
 
 __all__ = ["plan", "run", "submit", "cancel", "status", "merge", "demo", "worker", "merge_plan"]
 
@@ -82,7 +82,8 @@ def plan(cfg: Any) -> int:
     _say(_plan_summary(new, chunk_states(new, Path(new.output))))
     _say(f"\nplan: {Path(new.output) / 'plan.json'} ({len(new.chunks)} chunks, config {new.config_hash[:12]})")
     for pending in new.pending_scans:
-        _say(f"unfinished: {pending['dataset']} scan {pending['scan']} ({pending['reason']}): picked up by the next run")
+        _say(f"unfinished: {pending['dataset']} scan {pending['scan']} ({pending['reason']}): "
+             "picked up by the next run")
     return 0
 
 
@@ -105,7 +106,7 @@ def _failures(states: list[ChunkState]) -> str:
 def run(cfg: Any, client: Any = None) -> int:
     """Run every pending or failed chunk with the configured backend (or on a given Dask
     ``client``), then merge."""
-    _open_step(cfg)  # a bad PONI/mask fails here, before anything runs
+    step = _open_step(cfg)  # a bad PONI/mask fails here, before anything runs
     backend = get_backend(cfg.backend, client=client)
     if not backend.waits:
         raise ConfigError(f"backend={backend.name} submits and returns: use `xreduce submit`, not `xreduce run` "
@@ -115,6 +116,7 @@ def run(cfg: Any, client: Any = None) -> int:
         backend.serve()
         return 0
     new = _make_plan(cfg)
+    STEPS.put(new, step)  # chunks reduced in this process use it: built once
     output = Path(new.output)
     states = chunk_states(new, output)
     todo = [i for i, st in enumerate(states) if st.state != DONE]
@@ -304,8 +306,7 @@ def worker(plan_path: Path, group: int | None, merge_only: bool = False, mpi: bo
         raise ConfigError("xreduce worker needs --group N (or --merge)")
     if not 0 <= group < len(current.groups):
         raise ConfigError(f"task group {group} does not exist: the plan {plan_path} has {len(current.groups)}")
-    steps = StepCache()
-    outcomes = [process_chunk(current, current.chunks[i], steps) for i in current.groups[group]]
+    outcomes = [process_chunk(current, current.chunks[i], STEPS) for i in current.groups[group]]
     for outcome in outcomes:
         log.info("chunk %s: %s %s", outcome.chunk_id, "ok" if outcome.ok else "FAILED", outcome.message)
     return 0 if all(o.ok for o in outcomes) else 1

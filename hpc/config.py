@@ -38,20 +38,34 @@ from hydra.errors import HydraException
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from reduction.step import broken_kinds
+
 from .config_checks import _check_missing, _check_values
 from .config_errors import _did_you_mean, _hydra_error, _omegaconf_error
 from .config_identity import config_hash, to_dict, to_json, to_yaml
-from .config_schema import (BACKEND_SCHEMAS, MERGE_MODES, BackendConfig, BatchBackendConfig, CampaignConfig, Config,
-                            DaskBackendConfig, LocalBackendConfig, MergeConfig, MPIBackendConfig, PartitionConfig,
-                            SlurmBackendConfig, SubmititBackendConfig, reduction_schemas, shipped_config_dir)
-from reduction.step import broken_kinds
-
+from .config_schema import (
+    BACKEND_SCHEMAS,
+    MERGE_MODES,
+    BackendConfig,
+    BatchBackendConfig,
+    CampaignConfig,
+    Config,
+    DaskBackendConfig,
+    LocalBackendConfig,
+    MergeConfig,
+    MPIBackendConfig,
+    PartitionConfig,
+    SlurmBackendConfig,
+    SubmititBackendConfig,
+    reduction_schemas,
+    shipped_config_dir,
+)
 from .errors import ConfigError
 
 __all__ = ["Config", "CampaignConfig", "BackendConfig", "LocalBackendConfig", "SlurmBackendConfig",
-           "SubmititBackendConfig", "BatchBackendConfig", "DaskBackendConfig", "MPIBackendConfig", "PartitionConfig", "MergeConfig",
-           "BACKEND_SCHEMAS", "MERGE_MODES", "reduction_schemas", "load_config", "config_from_dict", "config_hash", "to_yaml",
-           "to_json", "to_dict", "shipped_config_dir"]
+           "SubmititBackendConfig", "BatchBackendConfig", "DaskBackendConfig", "MPIBackendConfig", "PartitionConfig",
+           "MergeConfig", "BACKEND_SCHEMAS", "MERGE_MODES", "reduction_schemas", "load_config", "config_from_dict",
+           "config_hash", "to_yaml", "to_json", "to_dict", "shipped_config_dir"]
 
 
 def load_config(overrides: list[str] | tuple[str, ...] = (), config_dir: str | Path | None = None) -> Config:
@@ -109,6 +123,7 @@ def config_from_dict(data: Mapping[str, Any], *, check_paths: bool = True) -> Co
         cfg = OmegaConf.merge(OmegaConf.structured(schema), dict(data))
     except OmegaConfBaseException as err:
         raise _omegaconf_error(err) from None
+    assert isinstance(cfg, DictConfig)  # merged into a structured (dataclass) config
     _check_missing(cfg)
     _check_values(cfg, check_paths)
     OmegaConf.set_readonly(cfg, True)
@@ -173,6 +188,7 @@ def _check_choice_consistent(cfg: DictConfig) -> None:
         value = node.get(key) if isinstance(node, DictConfig) else None
         if chosen not in schemas.values() or value not in schemas:
             continue                     # untyped or unknown: reported by config_from_dict
+        assert chosen is not None  # one of schemas.values()
         expected = _field_default(chosen, key)
         if value != expected:
             raise ConfigError(f"{group}.{key}={value} does not match the {group} config chosen ({expected}); "

@@ -16,7 +16,7 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -29,7 +29,7 @@ from .slurm_units import mebibytes, minutes
 
 
 def _check_missing(cfg: DictConfig) -> None:
-    missing = [f"{group}.{key}" for group in cfg for key in cfg[group]
+    missing = [f"{group!s}.{key}" for group in cfg for key in cfg[group]
                if OmegaConf.is_missing(cfg[group], key)]
     if missing:
         key = missing[0]
@@ -69,7 +69,9 @@ def _rule_checks(schema: type) -> list[tuple[str, _Check]]:
         if rule.pair:
             checks.append((key, _pair))
         if rule.choices is not None:
-            checks.append((key, _choice(lambda options=rule.choices: options)))
+            # the default argument binds this rule's choices; mypy cannot type such a lambda itself
+            allowed = cast("Callable[[], tuple[Any, ...]]", lambda options=rule.choices: options)
+            checks.append((key, _choice(allowed)))
         if rule.between is not None:
             checks.append((key, _between(*rule.between, rule.hint)))
         if rule.pattern is not None:

@@ -16,8 +16,14 @@ import typing
 from typing import Any
 
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
-from omegaconf.errors import (ConfigAttributeError, ConfigKeyError, InterpolationResolutionError,
-                              MissingMandatoryValue, OmegaConfBaseException, ValidationError)
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    InterpolationResolutionError,
+    MissingMandatoryValue,
+    OmegaConfBaseException,
+    ValidationError,
+)
 
 from reduction.step import ReductionConfig, broken_kinds, get_kind, kinds, rules
 
@@ -86,6 +92,7 @@ def _omegaconf_error(err: OmegaConfBaseException, where: str = "") -> ConfigErro
         return ConfigError(f"unknown key {key}{where}{_did_you_mean(str(err.key), valid)}; valid keys of "
                            f"{group or 'the config'}: {', '.join(valid)}{hint}")
     if isinstance(err, ValidationError) and not isinstance(err, InterpolationResolutionError) and key:
+        assert err.msg is not None  # omegaconf sets msg together with the key (format_and_raise)
         expected = err.msg.split("\n")[0]
         converted = re.search(r"converted to (\w+)|Cannot convert '\w+' to (string)", expected)
         if converted:
@@ -127,8 +134,8 @@ def _hydra_error(err: HydraException, overrides: list[str]) -> ConfigError:
                            f"DIR/campaign/<name>.yaml with --config-dir DIR)")
     if isinstance(err, MissingConfigException):
         missing = re.search(r"Could not find '([^']+)'", str(err))
-        options = re.search(r"Available options in '[^']+':\n((?:\t.*\n?)*)", str(err))
-        listed = ", ".join(options[1].split()) if options else "none"
+        available = re.search(r"Available options in '[^']+':\n((?:\t.*\n?)*)", str(err))
+        listed = ", ".join(available[1].split()) if available else "none"
         if missing:
             group, _, name = missing[1].rpartition("/")
             broken = broken_kinds().get(name) if group == "reduction" else None

@@ -23,8 +23,8 @@ from reduction.step import MERGE_MODES, ReductionConfig, kinds
 from .errors import ConfigError
 
 __all__ = ["Config", "CampaignConfig", "BackendConfig", "LocalBackendConfig", "SlurmBackendConfig",
-           "SubmititBackendConfig", "BatchBackendConfig", "DaskBackendConfig", "MPIBackendConfig", "PartitionConfig", "MergeConfig",
-           "BACKEND_SCHEMAS", "MERGE_MODES", "reduction_schemas", "shipped_config_dir"]
+           "SubmititBackendConfig", "BatchBackendConfig", "DaskBackendConfig", "MPIBackendConfig", "PartitionConfig",
+           "MergeConfig", "BACKEND_SCHEMAS", "MERGE_MODES", "reduction_schemas", "shipped_config_dir"]
 
 
 def shipped_config_dir() -> Path:

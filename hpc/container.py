@@ -22,8 +22,8 @@ from reduction.step import get_kind, rules
 
 from .errors import ConfigError
 
-__all__ = ["Container", "IMAGE_VARIABLES", "running_image", "find_image", "parse_binds", "campaign_binds", "merge_binds",
-           "container_for"]
+__all__ = ["Container", "IMAGE_VARIABLES", "running_image", "find_image", "parse_binds", "campaign_binds",
+           "merge_binds", "container_for"]
 
 #: Environment variables naming the image when backend.container is null, first set wins.
 IMAGE_VARIABLES = ("XREDUCE_IMAGE", "APPTAINER_CONTAINER", "SINGULARITY_CONTAINER")

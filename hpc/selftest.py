@@ -19,7 +19,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -171,7 +170,7 @@ def run_selftest(require: tuple[str, ...] | list[str] = (), device: str = "auto"
     report.checks.append(_imports())
     with tempfile.TemporaryDirectory(prefix="xreduce-selftest-", dir=workdir) as tmp:
         report.checks.append(_hdf5_roundtrip(Path(tmp)))
-    for name, kind in kinds().items():  # each reduction kind's known answer, on each engine it has
+    for kind in kinds().values():  # each reduction kind's known answer, on each engine it has
         result = kind.selftest(device, require)
         report.checks += result.checks
         report.facts.update(result.facts)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from reduction.step import Step
 from .plan import Chunk, Plan, read_plan
 from .state import ChunkPaths, clear_failure, record_failure
 
-__all__ = ["Outcome", "process_chunk", "StepCache", "chunk_task"]
+__all__ = ["Outcome", "process_chunk", "StepCache", "STEPS", "chunk_task"]
 
 log = logging.getLogger(__name__)
 
@@ -31,19 +32,25 @@ class Outcome:
 
 
 class StepCache:
-    """One step per reduction config per process: geometry, matrix and engine are built once."""
+    """One step per reduction config per process: geometry, matrix and engine are built once. The
+    last few configs are kept (a notebook running campaign after campaign does not pile them up)."""
 
-    def __init__(self) -> None:
-        self._steps: dict[str, Step] = {}
+    def __init__(self, keep: int = 4) -> None:
+        self._steps: OrderedDict[str, Step] = OrderedDict()
+        self._keep = keep
 
     def get(self, plan: Plan) -> Step:
         if plan.config_hash not in self._steps:
-            self._steps[plan.config_hash] = plan.kind.open(plan.config["reduction"])
+            self.put(plan, plan.kind.open(plan.config["reduction"]))
+        self._steps.move_to_end(plan.config_hash)
         return self._steps[plan.config_hash]
 
     def put(self, plan: Plan, step: Step) -> None:
         """Keep a step built already (e.g. while validating the config), so it is not built again."""
         self._steps[plan.config_hash] = step
+        self._steps.move_to_end(plan.config_hash)
+        while len(self._steps) > self._keep:
+            self._steps.popitem(last=False)
 
 
 def process_chunk(plan: Plan, chunk: Chunk, steps: StepCache) -> Outcome:
@@ -65,8 +72,10 @@ def process_chunk(plan: Plan, chunk: Chunk, steps: StepCache) -> Outcome:
     return Outcome(chunk.id, True, nframes, time.perf_counter() - start, engine=step.engine_used)
 
 
+#: This process's steps: the command's own (``xreduce run`` keeps the step it built to check the config,
+#: so that running in this process does not build it again), a pool worker's, an array task's.
+STEPS = StepCache()
 _PLANS: dict[str, Plan] = {}
-_STEPS = StepCache()
 
 
 def chunk_task(plan_path: str, index: int) -> Outcome:
@@ -78,4 +87,4 @@ def chunk_task(plan_path: str, index: int) -> Outcome:
     if plan_path not in _PLANS:
         _PLANS[plan_path] = read_plan(Path(plan_path))
     plan = _PLANS[plan_path]
-    return process_chunk(plan, plan.chunks[index], _STEPS)
+    return process_chunk(plan, plan.chunks[index], STEPS)

@@ -30,9 +30,9 @@ from .errors import XReduceError
 from .io.files import atomic_output
 from .io.process import call
 
-__all__ = ["MISSING", "MERGE_MODES", "KeyRule", "key", "rules", "ReductionConfig", "Step", "Kind", "ScanInfo", "MasterEntry",
-           "MergeReport", "SelfCheck", "SelfTest", "OK", "UNAVAILABLE", "FAILED", "ENTRY_POINT_GROUP", "kinds",
-           "reload_kinds", "get_kind", "broken_kinds", "atomic_output", "call", "UnknownKind"]
+__all__ = ["MISSING", "MERGE_MODES", "KeyRule", "key", "rules", "ReductionConfig", "Step", "Kind", "ScanInfo",
+           "MasterEntry", "MergeReport", "SelfCheck", "SelfTest", "OK", "UNAVAILABLE", "FAILED", "ENTRY_POINT_GROUP",
+           "kinds", "reload_kinds", "get_kind", "broken_kinds", "atomic_output", "call", "UnknownKind"]
 
 #: How a kind's merge writes per-frame data: virtual datasets over the chunk files, or a self-contained copy.
 MERGE_MODES = ("vds", "copy")
@@ -98,8 +98,9 @@ class Step(Protocol):
 
     def __call__(self, chunk: Mapping[str, Any], out: Path, *, config_hash: str, config_json: str) -> int:
         """Reduce ``chunk`` (a plan entry: id, dataset, scan, detector, monitor, start, stop, energy_kev;
-        never one of a scan planning found unreadable: those fail before) into the chunk file ``out``, renamed into place only when complete (:func:`atomic_output`);
-        return the number of frames reduced. Raise on failure: the caller records the error."""
+        never one of a scan planning found unreadable: those fail before) into the chunk file ``out``,
+        renamed into place only when complete (:func:`atomic_output`); return the number of frames
+        reduced. Raise on failure: the caller records the error."""
         ...
 
 

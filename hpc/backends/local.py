@@ -13,7 +13,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
 from ..plan import Plan
-from ..worker import Outcome, StepCache, process_chunk
+from ..worker import STEPS, Outcome, StepCache, process_chunk
 from .base import Backend
 
 __all__ = ["LocalBackend"]
@@ -45,9 +45,8 @@ class LocalBackend(Backend):
 
     def run(self, plan: Plan, chunk_indices: Sequence[int], on_outcome: Callable[[Outcome], None]) -> None:
         if self.workers == 1 or len(chunk_indices) <= 1:
-            steps = StepCache()
             for index in chunk_indices:
-                on_outcome(process_chunk(plan, plan.chunks[index], steps))
+                on_outcome(process_chunk(plan, plan.chunks[index], STEPS))
             return
         # the worker processes share the cores: their engines get a slice each, not all of them
         threads = max(1, (os.cpu_count() or 1) // self.workers)

@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ..errors import BackendError
 from ..plan import Plan
@@ -68,10 +68,12 @@ class MPIBackend(Backend):
     def run(self, plan: Plan, chunk_indices: Sequence[int], on_outcome: Callable[[Outcome], None]) -> None:
         from concurrent.futures import as_completed
 
-        from mpi4py.futures import MPICommExecutor
+        from mpi4py.futures import MPICommExecutor, MPIPoolExecutor
 
         plan_path = str(Path(plan.output) / "plan.json")
         with MPICommExecutor(self.comm, root=0) as executor:
-            futures = [executor.submit(chunk_task, plan_path, index) for index in chunk_indices]
+            # run() is called on the root, which gets an MPIPoolExecutor (mpi4py types it Self | None)
+            pool = cast(MPIPoolExecutor, executor)
+            futures = [pool.submit(chunk_task, plan_path, index) for index in chunk_indices]
             for future in as_completed(futures):
                 on_outcome(future.result())

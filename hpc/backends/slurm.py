@@ -24,6 +24,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+from reduction.step import atomic_output
+
 from ..container import container_for
 from ..errors import BackendError
 from ..plan import Plan, write_plan
@@ -60,7 +62,9 @@ class Submission:
     ranks: int = 0  # mode=mpi: the MPI ranks of the one job (merge_job)
 
     def save(self) -> None:
-        (Path(self.folder) / "submission.json").write_text(json.dumps(self.__dict__, indent=1), encoding="utf-8")
+        """Write ``submission.json`` atomically: ``status`` may read it while it is written."""
+        with atomic_output(Path(self.folder) / "submission.json") as tmp:
+            tmp.write_text(json.dumps(self.__dict__, indent=1), encoding="utf-8")
 
     @property
     def job_ids(self) -> list[str]:
@@ -101,7 +105,8 @@ def _sbatch(script: Path) -> str:
 
 def _write(folder: Path, name: str, text: str) -> Path:
     script = folder / name
-    script.write_text(text, encoding="utf-8")
+    with atomic_output(script) as tmp:
+        tmp.write_text(text, encoding="utf-8")
     return script
 
 

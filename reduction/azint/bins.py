@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from reduction.errors import IntegrationError
+
 from .pixels import (
     PixelPositions,
     check_positions,

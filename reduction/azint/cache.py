@@ -44,7 +44,7 @@ def spec_key(spec: dict[str, Any]) -> str:
 def _crc(*arrays: np.ndarray) -> int:
     crc = 0
     for array in arrays:
-        crc = zlib.crc32(np.ascontiguousarray(array).view(np.uint8), crc)
+        crc = zlib.crc32(np.ascontiguousarray(array).view(np.uint8).data, crc)
     return crc
 
 

@@ -25,6 +25,7 @@ import numpy as np
 from reduction.errors import OutputError
 from reduction.io.files import PendingFile
 from reduction.io.nexus import attr_value, open_readonly
+
 from .result import IntegrationResult
 
 __all__ = ["ChunkMeta", "ChunkWriter", "read_chunk_meta", "read_chunk_header",
@@ -93,9 +94,9 @@ class ChunkWriter:
                 writer.write(offset, result)
 
     The file has a temporary name (:class:`~reduction.io.files.PendingFile`) until the ``with``
-    block ends without an exception and all ``meta.nframes`` frames were written; then it is renamed to ``path`` (atomic, replacing an
-    older result). On an exception, or if frames are missing, the temporary file is removed and
-    ``path`` is left untouched.
+    block ends without an exception and all ``meta.nframes`` frames were written; then it is
+    renamed to ``path`` (atomic, replacing an older result). On an exception, or if frames are
+    missing, the temporary file is removed and ``path`` is left untouched.
     """
 
     def __init__(self, path: Path | str, meta: ChunkMeta) -> None:

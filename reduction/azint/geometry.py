@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from .detectors import Detector, detector_from_name
 from reduction.errors import GeometryError
 from reduction.io.poni import format_poni, parse_poni, read_poni
+
+from .detectors import Detector, detector_from_name
 from .splitting import PixelPositions
 from .units import radial_unit
 

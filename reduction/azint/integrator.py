@@ -15,15 +15,16 @@ import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast, overload
 
 import numpy as np
 import scipy.sparse
 
+from reduction.errors import EngineUnavailable, IntegrationError
+
 from .cache import MatrixCache, spec_key
 from .config import ENGINE_NAMES, ERROR_MODELS
 from .engines import NumpyEngine, OpenCLEngine
-from reduction.errors import EngineUnavailable, IntegrationError
 from .geometry import Geometry
 from .result import IntegrationResult
 from .splitting import SPLITTINGS, Bins, auto_range, build_matrix, pyfai_range
@@ -99,7 +100,8 @@ class Integrator:
                 raise IntegrationError(f"mask shape {mask.shape} does not match detector "
                                        f"{geometry.detector.name} shape {geometry.shape}")
             self.mask = self.mask | (mask != 0)
-        self._cache = None if cache_dir is False else MatrixCache(None if cache_dir in (None, True) else cache_dir)
+        self._cache = None if cache_dir is False else MatrixCache(
+            None if cache_dir in (None, True) else cast("str | Path", cache_dir))
         self._prepared: OrderedDict[str, _Prepared] = OrderedDict()
 
     # -- public API --------------------------------------------------------------------------
@@ -293,9 +295,9 @@ class Integrator:
         prep = self._prepare(npt, npt_azim, unit, splitting, radial_range, azimuth_range)
         matrix = prep.matrix
         nframes, nbins = stack.shape[0], matrix.shape[0]
-        acc = {"signal": np.zeros((nframes, nbins)), "normalization": np.zeros((nframes, nbins)),
-               "count": np.zeros((nframes, nbins)),
-               "variance": np.zeros((nframes, nbins)) if error_model else None}
+        acc: dict[str, Any] = {"signal": np.zeros((nframes, nbins)), "normalization": np.zeros((nframes, nbins)),
+                               "count": np.zeros((nframes, nbins)),
+                               "variance": np.zeros((nframes, nbins)) if error_model else None}
         static = self._static_terms(prep, flat, solid_angle, polarization_factor, dark,
                                     with_dark_variance=error_model is not None and npt_azim is not None
                                     and splitting != "full")
@@ -321,6 +323,10 @@ class Integrator:
         u = radial_unit(unit)
         shape = (nframes, nbins) if npt_azim is None else (nframes, npt_azim, npt)
 
+        @overload
+        def shaped(array: np.ndarray) -> np.ndarray: ...
+        @overload
+        def shaped(array: None) -> None: ...
         def shaped(array: np.ndarray | None) -> np.ndarray | None:
             if array is None:
                 return None
@@ -453,7 +459,7 @@ def _array_digest(image: np.ndarray | None) -> tuple | None:
     if image is None:
         return None
     image = np.ascontiguousarray(image)
-    return image.shape, image.dtype.str, zlib.crc32(image.view(np.uint8))
+    return image.shape, image.dtype.str, zlib.crc32(image.view(np.uint8).data)
 
 
 def _digest(mask: np.ndarray) -> str:

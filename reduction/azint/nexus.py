@@ -60,15 +60,23 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .chunkfile import _FLAGS, KINDS, read_chunk_header
 from reduction.errors import GeometryError, OutputError
 from reduction.io.bliss import HC_KEV_ANGSTROM
 from reduction.io.files import atomic_output
-from reduction.io.merge import (GoodChunk, MergeReport, MissingChunk, cover, frame_dataset, identity_problem,
-                                write_chunk_table, write_master_file)
+from reduction.io.merge import (
+    GoodChunk,
+    MergeReport,
+    MissingChunk,
+    cover,
+    frame_dataset,
+    identity_problem,
+    write_chunk_table,
+    write_master_file,
+)
 from reduction.io.nexus import PROGRAM, attr_text, now, nx_group, open_readonly, str_array
 from reduction.io.poni import parse_poni
 
+from .chunkfile import _FLAGS, KINDS, read_chunk_header
 from .units import r_mm_problem
 
 __all__ = ["EntrySpec", "write_master", "write_preview", "RADIAL_UNITS_NEXUS"]
@@ -326,11 +334,11 @@ def write_master(path: Path | str, entries: list[EntrySpec], *, mode: str = "vds
     """Write the NeXus master file ``path`` with one NXazint1d/2d entry per :class:`EntrySpec`.
 
     Written under a temporary name and renamed into place (:func:`~reduction.io.files.atomic_output`),
-    so an existing master is replaced only by a complete new one. Chunks that are missing, unreadable or inconsistent with the entry are
-    left out (their frames read NaN) and reported; an entry without any usable chunk is not
-    written (``MergeReport.skipped_entries``). Raises :class:`OutputError` for an unknown mode,
-    duplicate entry names, overlapping chunks, when no entry at all can be written, or when the
-    file cannot be written.
+    so an existing master is replaced only by a complete new one. Chunks that are missing,
+    unreadable or inconsistent with the entry are left out (their frames read NaN) and reported;
+    an entry without any usable chunk is not written (``MergeReport.skipped_entries``). Raises
+    :class:`OutputError` for an unknown mode, duplicate entry names, overlapping chunks, when no
+    entry at all can be written, or when the file cannot be written.
     """
     return write_master_file(path, entries, mode=mode, inspect=_inspect, write_entry=_write_entry)
 

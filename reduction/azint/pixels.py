@@ -59,12 +59,13 @@ def pixel_delta(positions: PixelPositions, *, azimuthal: bool = False) -> np.nda
     (``min(d, 2π - d)``), as pyFAI's ``delta_array`` does for χ.
     """
     centre, corners = positions.centre, positions.corners
-    out = None
+    out: np.ndarray | None = None
     for k in range(corners.shape[1]):
         d = np.abs(corners[:, k] - centre)
         if azimuthal:
             np.minimum(d, _TWO_PI - d, out=d)
         out = d if out is None else np.maximum(out, d, out=out)
+    assert out is not None  # corners is (npix, 4), checked in PixelPositions.__post_init__
     return out
 
 

@@ -102,7 +102,7 @@ class _Assembler:
     """Collects per-pixel dense entry blocks and lays them out pixel-major."""
 
     def __init__(self, npix: int):
-        self.parts = []
+        self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]] = []
         self.counts = np.zeros(npix, dtype=np.int64)
 
     def add(self, pix: np.ndarray, rows: np.ndarray, vals: np.ndarray) -> None:

@@ -35,8 +35,9 @@ from typing import Any
 import numpy as np
 import scipy.sparse
 
-from .bins import EPS32, Bins, auto_range, pyfai_range, upper_bound
 from reduction.errors import IntegrationError
+
+from .bins import EPS32, Bins, auto_range, pyfai_range, upper_bound
 from .pixels import (
     SPLITTINGS,
     PixelPositions,

@@ -18,12 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from reduction.io import bliss
-from .chunkfile import ChunkMeta, ChunkWriter
 from reduction.errors import IntegrationError, RawDataError
-from .geometry import Geometry
+from reduction.io import bliss
 from reduction.io.images import load_image
 from reduction.io.poni import read_poni_text
+
+from .chunkfile import ChunkMeta, ChunkWriter
+from .geometry import Geometry
 from .integrator import Integrator
 from .units import r_mm_problem
 
@@ -84,7 +85,8 @@ class AzintStep:
             monitor = np.asarray(bliss.read_counter(dataset, scan, chunk["monitor"], start, stop), dtype=np.float64)
             bad = np.flatnonzero(~np.isfinite(monitor) | (monitor <= 0))
             if len(bad):
-                raise RawDataError(f"{dataset} scan {scan}: monitor '{chunk['monitor']}' is {float(monitor[bad[0]])!r} at "
+                raise RawDataError(f"{dataset} scan {scan}: monitor '{chunk['monitor']}' is "
+                                   f"{float(monitor[bad[0]])!r} at "
                                    f"frame {start + int(bad[0])} ({len(bad)} frame(s) with a zero, negative or "
                                    f"non-finite monitor); cannot normalise")
         energy = self._check_wavelength(chunk)
@@ -101,6 +103,7 @@ class AzintStep:
         with ChunkWriter(out, meta) as writer, ThreadPoolExecutor(1, thread_name_prefix="xreduce-read") as reader:
             pending = reader.submit(bliss.read_frames, dataset, scan, chunk["detector"], *blocks[0]) if blocks else None
             for i, (b0, b1) in enumerate(blocks):
+                assert pending is not None  # submitted before the loop, which runs only when blocks exist
                 frames = pending.result()
                 if i + 1 < len(blocks):
                     pending = reader.submit(bliss.read_frames, dataset, scan, chunk["detector"], *blocks[i + 1])

@@ -30,15 +30,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import h5py
 import hdf5plugin
 import numpy as np
 
-from reduction.io.bliss import HC_KEV_ANGSTROM
-from reduction.errors import XReduceError
+from reduction.azint.detectors import Detector
 from reduction.azint.geometry import Geometry
+from reduction.errors import XReduceError
+from reduction.io.bliss import HC_KEV_ANGSTROM
+
 from .synthetic import calibrant_d_spacings, calibrant_image
 
 __all__ = ["ScanSpec", "write_dataset", "DemoExperiment", "write_demo_experiment", "demo_geometry", "demo_mask"]
@@ -86,7 +88,7 @@ class ScanSpec:
         if isinstance(self.frames, np.ndarray):
             if self.frames.ndim != 3:
                 raise XReduceError(f"ScanSpec.frames must be (n, ny, nx), got shape {self.frames.shape}")
-            return tuple(self.frames.shape)  # type: ignore[return-value]
+            return tuple(self.frames.shape)
         if self.nframes is None or self.frame_shape is None:
             raise XReduceError("ScanSpec: give nframes and frame_shape when frames is a callable or None")
         return (int(self.nframes), int(self.frame_shape[0]), int(self.frame_shape[1]))
@@ -274,7 +276,8 @@ _BEAMSTOP_RADIUS = 4e-3  # m
 
 def demo_geometry(detector: str = "Pilatus1M") -> Geometry:
     """The demo's geometry: 200 mm from the sample, beam near the centre, slightly tilted."""
-    geo = Geometry(dist=0.2, poni1=0.0, poni2=0.0, wavelength=DEMO_WAVELENGTH, detector=detector)
+    # Geometry.__post_init__ turns a detector name into a Detector; its field is typed as the result
+    geo = Geometry(dist=0.2, poni1=0.0, poni2=0.0, wavelength=DEMO_WAVELENGTH, detector=cast(Detector, detector))
     ny, nx = geo.shape
     poni1 = 0.55 * ny * geo.detector.pixel1  # beam a little off-centre, as at a beamline
     poni2 = 0.48 * nx * geo.detector.pixel2

@@ -23,7 +23,7 @@ dtype('int32')
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray

@@ -593,6 +593,7 @@ def _detector(f: h5py.File, dataset: Path, scan: str, detector: str) -> h5py.Dat
     if scan not in f:
         raise RawDataError(f"{dataset}: no scan {scan}")
     path = f"/{scan}/measurement/{detector}"
+    problem: str | None
     try:
         dset = f.get(path)
     except (OSError, RuntimeError) as exc:

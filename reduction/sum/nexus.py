@@ -27,8 +27,16 @@ import numpy as np
 
 from reduction.errors import OutputError
 from reduction.io.files import atomic_output
-from reduction.io.merge import (GoodChunk, MergeReport, MissingChunk, cover, frame_dataset, identity_problem,
-                                write_chunk_table, write_master_file)
+from reduction.io.merge import (
+    GoodChunk,
+    MergeReport,
+    MissingChunk,
+    cover,
+    frame_dataset,
+    identity_problem,
+    write_chunk_table,
+    write_master_file,
+)
 from reduction.io.nexus import PROGRAM, attr_text, now, nx_group, open_readonly, str_array
 from reduction.step import MasterEntry
 

@@ -27,8 +27,9 @@ import h5py
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[2]), str(Path(__file__).resolve().parents[1])]
 
-from reduction.io import bliss  # noqa: E402
 from bliss_helpers import write_metadata_only_experiment  # noqa: E402
+
+from reduction.io import bliss  # noqa: E402
 
 
 def plan_metadata(raw_data: Path, detector: str, monitor: str | None) -> tuple[int, int, int]:

@@ -7,9 +7,9 @@ from __future__ import annotations
 import re
 import shlex
 import subprocess
-import tomllib
 from pathlib import Path
 
+import tomllib
 from container_helpers import CONTAINERS, REPO, parse_definition
 
 REQUIRED = ("arguments", "files", "post", "environment", "runscript", "test", "labels", "help")

@@ -56,6 +56,7 @@ def test_the_image_install_steps_work_in_a_fresh_venv(definition, tmp_path) -> N
     # installed as a copy: the configs and job templates travel inside the package
     installed = subprocess.run([str(tmp_path / "venv" / "bin" / "python"), "-c",
                                 "import hpc, pathlib; p = pathlib.Path(hpc.__file__).parent; "
-                                "print((p / 'configs' / 'config.yaml').is_file(), (p / 'jobs' / 'array.sbatch').is_file())"],
+                                "print((p / 'configs' / 'config.yaml').is_file(), "
+                                "(p / 'jobs' / 'array.sbatch').is_file())"],
                                capture_output=True, text=True, cwd=tmp_path)
     assert installed.stdout.split() == ["True", "True"]

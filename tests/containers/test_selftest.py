@@ -59,7 +59,7 @@ def test_require_gpu_fails_without_one(capsys) -> None:
 
 
 def test_a_wrong_integration_is_a_failure(monkeypatch, capsys) -> None:
-    from reduction import Integrator, IntegrationResult
+    from reduction import IntegrationResult, Integrator
 
     original = Integrator.integrate1d
 
@@ -70,7 +70,8 @@ def test_a_wrong_integration_is_a_failure(monkeypatch, capsys) -> None:
     monkeypatch.setattr(Integrator, "integrate1d", off_by_one_percent)
     assert main(["selftest"]) == 1
     out = capsys.readouterr().out
-    assert "failed       azint1d numpy" in out and "intensity differs from the flat counts (7, 3) by up to 1.00e-02" in out
+    assert "failed       azint1d numpy" in out
+    assert "intensity differs from the flat counts (7, 3) by up to 1.00e-02" in out
     assert "selftest FAILED" in out
 
 

@@ -11,14 +11,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from campaign_helpers import (
+    campaign_overrides,
+    intensities,
+    require_slurm_cluster,
+    small_experiment,
+    submission,
+    wait_for,
+)
 
 from hpc.cli import main
 from hpc.config import load_config, to_dict
 from hpc.container import Container, campaign_binds, container_for, find_image, merge_binds, parse_binds
 from hpc.errors import ConfigError
-
-from campaign_helpers import (campaign_overrides, intensities, require_slurm_cluster, small_experiment, submission,
-                              wait_for)
 
 
 @pytest.fixture()
@@ -57,7 +62,8 @@ def test_command_line_quotes_and_nv() -> None:
     box = Container("/cvmfs/sw/xreduce/0.1.0/xreduce.sif", "backend.container", ("/data", "/my data"))
     assert box.command(gpu=True) == ("apptainer exec --nv --bind '/data,/my data' "
                                      "/cvmfs/sw/xreduce/0.1.0/xreduce.sif xreduce")
-    assert box.command("python3") == "apptainer exec --bind '/data,/my data' /cvmfs/sw/xreduce/0.1.0/xreduce.sif python3"
+    assert box.command("python3") == ("apptainer exec --bind '/data,/my data' /cvmfs/sw/xreduce/0.1.0/xreduce.sif "
+                                      "python3")
     assert Container("docker://x/y:1", "XREDUCE_IMAGE").command() == "apptainer exec docker://x/y:1 xreduce"
 
 
@@ -163,7 +169,8 @@ def test_module_image_and_binds_reach_mpi_jobs(slurm_cluster, experiment, tmp_pa
     script = (Path(sub["folder"]) / "mpi.sbatch").read_text()
     binds = ",".join([str(experiment.raw_data), str(out), str(Path(experiment.poni).parent), str(extra)])
     assert (f"exec srun --mpi=pmix apptainer exec --bind {binds} {fake_image} xreduce worker --plan "
-            f"{sub['folder']}/plan.json --mpi\n") in script, "the hybrid model: the host's srun starts ranks in the image"
+            f"{sub['folder']}/plan.json --mpi\n") in script, \
+        "the hybrid model: the host's srun starts ranks in the image"
     assert sub["container"] == f"{fake_image} (from XREDUCE_IMAGE)"
     assert wait_for(sub["merge_job"]) == "COMPLETED"
     ranks = [c for c in apptainer_stub.calls() if "--mpi" in c]
@@ -193,7 +200,8 @@ def test_dask_worker_jobs_run_in_the_image(slurm_cluster, experiment, tmp_path, 
     out = tmp_path / "out"
     assert main(["run", *overrides(experiment, out, "backend=dask", "backend.cluster=slurm", "backend.interface=lo",
                                    "backend.jobs=1", "backend.cpus_per_task=1", "backend.mem=2G",
-                                   f"backend.container={fake_image}", f"backend.log_directory={tmp_path / 'logs'}")]) == 0
+                                   f"backend.container={fake_image}",
+                                   f"backend.log_directory={tmp_path / 'logs'}")]) == 0
     calls = apptainer_stub.calls()
     binds = ",".join([str(experiment.raw_data), str(out), str(Path(experiment.poni).parent)])
     assert calls and all(c[:5] == ["exec", "--bind", binds, str(fake_image), "python3"] for c in calls), calls

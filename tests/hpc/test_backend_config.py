@@ -14,8 +14,7 @@ import hpc.backends.dask
 import hpc.backends.submitit
 from hpc.backends.dask import jobqueue_parameters
 from hpc.backends.submitit import submitit_parameters
-from hpc.config import (BACKEND_SCHEMAS, BatchBackendConfig, DaskBackendConfig, SubmititBackendConfig,
-                        load_config)
+from hpc.config import BACKEND_SCHEMAS, BatchBackendConfig, DaskBackendConfig, SubmititBackendConfig, load_config
 from hpc.errors import ConfigError
 
 BATCH = ["slurm", "submitit", "dask"]
@@ -123,8 +122,8 @@ def test_jobqueue_parameters() -> None:
 
 def test_dask_jobqueue_writes_the_memory_asked_for() -> None:
     """The worker jobs' script, as dask-jobqueue renders it (no job is submitted)."""
-    from dask_jobqueue.slurm import SLURMJob
     from dask.utils import parse_bytes
+    from dask_jobqueue.slurm import SLURMJob
 
     params = jobqueue_parameters(dask_config(mem="16G", partition="gpu", gpus_per_task=1))
     job = SLURMJob(scheduler="tcp://127.0.0.1:8786", name="x", **params)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 
 import pytest
+from campaign_helpers import campaign_overrides, small_experiment
 from omegaconf import OmegaConf
 
 from hpc.backends import BACKENDS, Backend, get_backend, submitting, waiting
@@ -14,8 +15,6 @@ from hpc.backends.mpi import MPIBackend
 from hpc.cli import main
 from hpc.config_schema import BACKEND_SCHEMAS
 from hpc.errors import ConfigError
-
-from campaign_helpers import campaign_overrides, small_experiment
 
 #: name → (waits, submits, spmd)
 DECLARED = {"local": (True, False, False), "slurm": (False, True, False), "submitit": (True, False, False),

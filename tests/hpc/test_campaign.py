@@ -14,14 +14,14 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-
-from hpc.cli import main
+from bliss_helpers import finish_scan
 from campaign_helpers import campaign_overrides, small_experiment
 from nexus_validation import validate_file
+
+from hpc.cli import main
 from reduction import Geometry, Integrator
-from reduction.io import bliss
-from bliss_helpers import finish_scan
 from reduction.demo.bliss_writer import ScanSpec, write_dataset
+from reduction.io import bliss
 from reduction.io.images import load_image
 
 N_FRAMES = 12

@@ -7,17 +7,25 @@ import pickle
 import re
 import subprocess
 import sys
-import tomllib
 import types
 from pathlib import Path
 
 import pytest
+import tomllib
 from omegaconf import OmegaConf
 from omegaconf.errors import ReadonlyConfigError
 
 from hpc import cli
-from hpc.config import (LocalBackendConfig, config_from_dict, config_hash, load_config, shipped_config_dir, to_dict,
-                        to_json, to_yaml)
+from hpc.config import (
+    LocalBackendConfig,
+    config_from_dict,
+    config_hash,
+    load_config,
+    shipped_config_dir,
+    to_dict,
+    to_json,
+    to_yaml,
+)
 from hpc.errors import ConfigError, PlanError
 from reduction.azint.config import Azint2dConfig
 from reduction.azint.pixels import SPLITTINGS

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from campaign_helpers import campaign_overrides, intensities, require_slurm_cluster, small_experiment
 
 import hpc
 from hpc.cli import main
-
-from campaign_helpers import campaign_overrides, intensities, require_slurm_cluster, small_experiment
 
 
 @pytest.fixture()

@@ -10,10 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from campaign_helpers import campaign_overrides, intensities, small_experiment
 
 from hpc.cli import main
-
-from campaign_helpers import campaign_overrides, intensities, small_experiment
 
 # run as root in CI; one engine thread everywhere so that MPI and local sum in the same order
 ENV = {**os.environ, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1", "XREDUCE_THREADS": "1",

@@ -11,11 +11,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from campaign_helpers import (
+    campaign_overrides,
+    intensities,
+    job_state,
+    require_slurm_cluster,
+    small_experiment,
+    submission,
+    wait_for,
+)
 
 from hpc.cli import main
-
-from campaign_helpers import (campaign_overrides, intensities, job_state, require_slurm_cluster, small_experiment,
-                              submission, wait_for)
 
 N_FRAMES = 12
 

@@ -17,9 +17,15 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from campaign_helpers import (
+    plugin_distribution,
+    plugin_env,
+    require_slurm_cluster,
+    small_experiment,
+    submission,
+    wait_for,
+)
 
-from campaign_helpers import (plugin_distribution, plugin_env, require_slurm_cluster, small_experiment, submission,
-                              wait_for)
 from reduction.io import bliss
 
 N_FRAMES = 5

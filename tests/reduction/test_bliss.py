@@ -12,12 +12,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from bliss_helpers import finish_scan, write_metadata_only_experiment
 
 from reduction import Geometry
+from reduction.demo.bliss_writer import ScanSpec, write_dataset, write_demo_experiment
 from reduction.io import bliss
 from reduction.io.bliss import RawDataError, ScanSelectionError
-from bliss_helpers import finish_scan, write_metadata_only_experiment
-from reduction.demo.bliss_writer import ScanSpec, write_dataset, write_demo_experiment
 
 SHAPE = (24, 20)  # small frames: the tests are about files, not pixels
 

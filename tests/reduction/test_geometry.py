@@ -6,12 +6,11 @@ import warnings
 
 import numpy as np
 import pytest
+from pyFAI.detectors import detector_factory
+from pyFAI.integrator.azimuthal import AzimuthalIntegrator
 
 from reduction import Geometry, GeometryError
 from reduction.azint.detectors import KNOWN_DETECTORS, detector_from_name
-
-from pyFAI.detectors import detector_factory
-from pyFAI.integrator.azimuthal import AzimuthalIntegrator
 
 PARAMS = [
     dict(dist=0.2, poni1=0.05, poni2=0.11, rot1=0.2, rot2=-0.25, rot3=0.3, wavelength=1.1e-10),

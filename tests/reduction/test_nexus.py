@@ -14,15 +14,15 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-
-from nexus_validation import validate_entry, validate_file
-from reduction import Geometry, Integrator
 from chunk_helpers import read_chunk, write_chunk
+from nexus_validation import validate_entry, validate_file
+
+from reduction import Geometry, Integrator
 from reduction.azint.chunkfile import ChunkMeta, ChunkWriter, chunk_matches, read_chunk_meta
 from reduction.azint.detectors import Detector
-from reduction.errors import OutputError
 from reduction.azint.nexus import EntrySpec, write_master, write_preview
 from reduction.demo.synthetic import calibrant_d_spacings, calibrant_image
+from reduction.errors import OutputError
 
 DET = Detector("Detector", 172e-6, 172e-6, (64, 80))
 WAVELENGTH = 1e-10

@@ -23,9 +23,18 @@ import reduction.azint.engines.device as dv
 import reduction.azint.engines.opencl_engine as oe
 from reduction import Geometry, Integrator
 from reduction.azint.engines import NumpyEngine
-from reduction.azint.engines.device import (Assignment, DeviceInfo, EngineUnavailable, GpuRecord, PciAddress,
-                                      amd_gpu_table, assignment_from_env, nvidia_gpu_table, resolve_assignment,
-                                      select_device)
+from reduction.azint.engines.device import (
+    Assignment,
+    DeviceInfo,
+    EngineUnavailable,
+    GpuRecord,
+    PciAddress,
+    amd_gpu_table,
+    assignment_from_env,
+    nvidia_gpu_table,
+    resolve_assignment,
+    select_device,
+)
 from reduction.azint.engines.opencl_engine import OpenCLEngine
 
 pytestmark = pytest.mark.opencl  # needs pyopencl and a device (PoCL here): `pytest -m "not opencl"` skips them
@@ -249,7 +258,11 @@ def _agreement_cases():
 AGREEMENT, AGREEMENT_CASES = _agreement_cases()
 
 
-@pytest.mark.parametrize("case", AGREEMENT_CASES, ids=lambda c: f"{c.detector if isinstance(c.detector, str) else 'small'}-{c.unit}-{c.splitting}-{c.dim}d")
+def _case_id(c) -> str:
+    return f"{c.detector if isinstance(c.detector, str) else 'small'}-{c.unit}-{c.splitting}-{c.dim}d"
+
+
+@pytest.mark.parametrize("case", AGREEMENT_CASES, ids=_case_id)
 def test_pyfai_agreement_with_opencl_engine(opencl, case) -> None:
     AGREEMENT.check_case(case, engine="opencl")
 

@@ -16,14 +16,13 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from reduction import Geometry, Integrator
-from reduction.azint.detectors import Detector, detector_from_name
-
 from pyFAI.calibrant import get_calibrant
 from pyFAI.detectors import Detector as PyFAIDetector
 from pyFAI.detectors import detector_factory
 from pyFAI.integrator.azimuthal import AzimuthalIntegrator
+
+from reduction import Geometry, Integrator
+from reduction.azint.detectors import Detector, detector_from_name
 
 UNITS = ["q_nm^-1", "q_A^-1", "2th_deg", "2th_rad", "r_mm"]
 TOLERANCE = {"no": 1e-4, "bbox": 1e-4, "full": 1e-3}

@@ -24,7 +24,6 @@ import scipy.sparse
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reduction.errors import IntegrationError
 from reduction.azint.splitting import (
     EPS32,
     Bins,
@@ -35,6 +34,7 @@ from reduction.azint.splitting import (
     pyfai_range,
     upper_bound,
 )
+from reduction.errors import IntegrationError
 
 pyFAI = pytest.importorskip("pyFAI")
 import pyFAI.units as pfu  # noqa: E402
@@ -80,7 +80,7 @@ def pyfai_positions(ai: AzimuthalIntegrator, unit: str) -> tuple[PixelPositions,
             PixelPositions(chi.ravel(), corners[..., 1].reshape(-1, 4)))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cached_positions(geometry: str, unit: str):
     return pyfai_positions(make_ai(geometry), unit)
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from campaign_helpers import plugin_distribution
 
 import reduction.step
-from campaign_helpers import plugin_distribution
 from reduction.demo.bliss_writer import ScanSpec, write_dataset
 from reduction.errors import OutputError, RawDataError
 from reduction.step import FAILED, OK, MasterEntry, get_kind, reload_kinds, rules

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy.signal import find_peaks
 
-from reduction.errors import XReduceError
 from reduction.demo.synthetic import calibrant_d_spacings, calibrant_image
+from reduction.errors import XReduceError
 
 ANGSTROM = 1e-10
 

@@ -5,6 +5,7 @@ CPUs, the vendor's ICD on GPUs) and imports pyopencl only when constructed.
 """
 
 from reduction.errors import EngineUnavailable
+
 from .contract import EngineOutput
 from .numpy_engine import NumpyEngine
 from .opencl_engine import OpenCLEngine

@@ -224,7 +224,7 @@ class NumpyEngine:
         self._segments = self._nonempty_runs()
         self._plans: dict[tuple, _Plan] = {}
         self._layouts: dict[tuple, tuple] = {}
-        self._row_nnz_max = None
+        self._row_nnz_max: int | None = None
         self._workspaces = [_Workspace() for _ in range(self.threads)]
         self._pool: ThreadPoolExecutor | None = None
         self._plan_lock = threading.Lock()
@@ -348,7 +348,9 @@ class NumpyEngine:
         tiles = []
         max_len = 1
         flush_cost = 0
-        pend, plo, phi = 0, None, None
+        pend = 0
+        plo: int | None = None
+        phi: int | None = None
         for a, b in ranges:
             n = b - a
             p0, p1 = int(indptr[a]), int(indptr[b])
@@ -361,6 +363,7 @@ class NumpyEngine:
                 tmax = int(np.bincount(bins - blo).max())
                 # flush traffic if one thread processed the tiles in order
                 if pend + tmax > _FLUSH_TERMS and pend:
+                    assert plo is not None and phi is not None  # set with pend
                     flush_cost += phi - plo
                     pend, plo, phi = 0, None, None
                 plo = lo if plo is None else min(plo, lo)
@@ -374,6 +377,7 @@ class NumpyEngine:
                 plo = lo if plo is None else min(plo, lo)
                 phi = hi if phi is None else max(phi, hi)
         if plo is not None:
+            assert phi is not None  # set with plo
             flush_cost += phi - plo
         ratio = flush_cost / max(1, sum(t[2] for t in tiles))
         return _Plan("cols", ctype, ncomp, interleaved, ncomp == 2 and not interleaved, tiles, max_len,
@@ -387,6 +391,7 @@ class NumpyEngine:
         indptr = self._indptr
         tiles = []
         max_len = 1
+        rows: np.ndarray | None  # the tile's scattered bins, or None
         for a, b in self._pixel_tiles(size):
             n = b - a
             p0, p1 = int(indptr[a]), int(indptr[b])
@@ -439,7 +444,7 @@ class NumpyEngine:
         nframes = frames.shape[0]
         signal = np.empty((nframes, self.nbins), np.float64)
         var_out = np.empty((nframes, self.nbins), np.float64) if variance else None
-        invalid_parts = []
+        invalid_parts: list[np.ndarray] = []
         ncomp = 2 if variance else 1
         with self._call_lock:  # workspaces belong to the engine: one reduce at a time
             nchunks = max(1, -(-nframes // _MAX_CHUNK))

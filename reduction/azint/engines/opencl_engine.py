@@ -59,8 +59,8 @@ import scipy.sparse as sp
 
 from reduction.io.process import call
 
-from .device import DeviceInfo, EngineUnavailable, open_device
 from .contract import EngineOutput, canonical_matrix, default_threads, frame_block, invalid_mask
+from .device import DeviceInfo, EngineUnavailable, open_device
 
 __all__ = ["OpenCLEngine", "EngineUnavailable", "build_layout"]
 
@@ -157,9 +157,9 @@ def build_layout(matrix: sp.csc_array, *, run: int, tile_nnz: int, tile_pixels: 
         nnz += n
         pix += p
     bounds.append(len(run_nnz))
-    bounds = np.asarray(bounds if run_nnz else [0], np.int64)
+    bound_arr = np.asarray(bounds if run_nnz else [0], np.int64)
     cum_len = np.concatenate(([0], np.cumsum(length)))
-    tile_pos = cum_len[bounds]
+    tile_pos = cum_len[bound_arr]
     npos = int(cum_len[-1])
     pos_pix = np.repeat(start - cum_len[:-1], length) + np.arange(npos)
     count = indptr[pos_pix + 1] - indptr[pos_pix]
