@@ -13,7 +13,6 @@ stays bounded for long chunks of 2-D cakes.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 
 from reduction.errors import OutputError
 from reduction.io.files import PendingFile
+from reduction.io.merge import chunk_file_matches
 from reduction.io.nexus import attr_value, open_readonly
 
 from .result import IntegrationResult
@@ -277,14 +277,6 @@ def read_chunk_header(path: Path | str) -> tuple[dict[str, Any], dict[str, np.nd
 
 
 def chunk_matches(path: Path | str, chunk_id: str, config_hash: str) -> bool:
-    """True when ``path`` is a complete chunk file made for ``chunk_id`` with ``config_hash``.
-
-    False for a missing, unreadable, truncated or foreign file; never raises.
-    """
-    try:
-        if not os.path.isfile(path):
-            return False
-        meta = read_chunk_meta(path)
-        return meta.get("chunk_id") == chunk_id and meta.get("config_hash") == config_hash
-    except Exception:  # noqa: BLE001 - a damaged file of any kind is simply "not done"
-        return False
+    """True when ``path`` is a complete azint chunk file made for ``chunk_id`` with ``config_hash``;
+    never raises."""
+    return chunk_file_matches(path, chunk_id, config_hash, read_chunk_meta)

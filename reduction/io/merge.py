@@ -28,7 +28,7 @@ from .files import atomic_output
 from .nexus import PROGRAM, now, nx_group, open_readonly, str_array, vds_source_name
 
 __all__ = ["MissingChunk", "GoodChunk", "EntryReport", "MergeReport", "cover", "identity_problem",
-           "frame_dataset", "write_chunk_table", "write_master_file"]
+           "chunk_file_matches", "frame_dataset", "write_chunk_table", "write_master_file"]
 
 _COPY_BLOCK_BYTES = 64 << 20
 
@@ -167,6 +167,20 @@ def identity_problem(meta: dict[str, Any], *, kind: str, dataset: str, scan: str
     if dataset and meta.get("dataset") and not _same_path(str(meta["dataset"]), str(dataset)):
         return f"chunk file is for dataset {meta['dataset']!r}, expected {dataset!r}"
     return None
+
+
+def chunk_file_matches(path: Path | str, chunk_id: str, config_hash: str,
+                       read_header: Callable[[Path | str], dict[str, Any]]) -> bool:
+    """True when ``path`` is a complete chunk file (as the kind's ``read_header`` checks it) whose
+    root attributes name ``chunk_id`` and ``config_hash``: a kind's ``is_done``. False for a
+    missing, unreadable, truncated or foreign file; never raises."""
+    try:
+        if not os.path.isfile(path):
+            return False
+        meta = read_header(path)
+        return meta.get("chunk_id") == chunk_id and meta.get("config_hash") == config_hash
+    except Exception:  # noqa: BLE001 - a damaged file of any kind is simply "not done"
+        return False
 
 
 # -- writing -----------------------------------------------------------------------------------

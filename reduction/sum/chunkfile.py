@@ -11,7 +11,6 @@ carry the chunk id and config hash it was made for (:func:`chunk_matches`). Layo
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import numpy as np
 
 from reduction.errors import OutputError
 from reduction.io.files import atomic_output
+from reduction.io.merge import chunk_file_matches
 from reduction.io.nexus import attr_value, now, open_readonly
 
 from .sums import FIELDS, FrameSums
@@ -89,11 +89,5 @@ def read_header(path: Path | str) -> dict[str, Any]:
 
 def chunk_matches(path: Path | str, chunk_id: str, config_hash: str) -> bool:
     """True when ``path`` is a complete sum chunk file made for ``chunk_id`` with ``config_hash``;
-    False for a missing, unreadable, truncated or foreign file. Never raises."""
-    try:
-        if not os.path.isfile(path):
-            return False
-        meta = read_header(path)
-        return meta.get("chunk_id") == chunk_id and meta.get("config_hash") == config_hash
-    except Exception:  # noqa: BLE001 - a damaged file of any kind is simply "not done"
-        return False
+    never raises."""
+    return chunk_file_matches(path, chunk_id, config_hash, read_header)
