@@ -35,10 +35,10 @@ __all__ = ["Check", "Report", "REQUIRABLE", "run_selftest", "format_report", "re
 #: Checks of the installation itself (the rest are the reduction kinds' and MPI).
 _CORE_CHECKS = ("imports", "hdf5plugin")
 #: Modules every installation needs (the core dependencies of pyproject.toml).
-CORE_MODULES = ("numpy", "scipy", "h5py", "hdf5plugin", "matplotlib", "hydra", "omegaconf", "tqdm")
+CORE_MODULES = ("numpy", "scipy", "h5py", "hdf5plugin", "bitshuffle", "lz4", "matplotlib", "hydra", "omegaconf", "tqdm")
 #: Distributions whose versions are reported (None: not installed).
-PACKAGES = ("numpy", "scipy", "h5py", "hdf5plugin", "hydra-core", "mpi4py", "pyopencl", "pocl-binary-distribution",
-            "submitit", "dask", "distributed", "dask-jobqueue")
+PACKAGES = ("numpy", "scipy", "h5py", "hdf5plugin", "bitshuffle", "lz4", "hydra-core", "mpi4py", "pyopencl",
+            "pocl-binary-distribution", "submitit", "dask", "distributed", "dask-jobqueue")
 #: The flat test image: two frames of constant counts; with solid angle off, every bin holds them.
 FLAT_COUNTS = (7, 3)
 _SHAPE = (48, 64)

@@ -109,12 +109,17 @@ class ScanSpec:
         return block
 
 
+#: ``compression=`` of :func:`write_dataset`: HDF5 filter options of each choice.
+COMPRESSIONS = {"bitshuffle": lambda: dict(hdf5plugin.Bitshuffle(cname="lz4")), "lz4": lambda: dict(hdf5plugin.LZ4()),
+                "gzip": lambda: {"compression": "gzip", "compression_opts": 4}}
+
+
 def _compression(kind: str | None) -> dict:
     if kind is None:
         return {}
-    if kind == "bitshuffle":
-        return dict(hdf5plugin.Bitshuffle(cname="lz4"))
-    raise XReduceError(f"compression must be 'bitshuffle' or None, got {kind!r}")
+    if kind in COMPRESSIONS:
+        return COMPRESSIONS[kind]()
+    raise XReduceError(f"compression must be one of {', '.join(COMPRESSIONS)} or None, got {kind!r}")
 
 
 def _nx(group: h5py.Group, nx_class: str) -> h5py.Group:
@@ -141,7 +146,7 @@ def _write_lima(path: Path, block: np.ndarray, detector: str, compression: dict)
 
 
 def write_dataset(path: str | os.PathLike[str], scans: Sequence[ScanSpec], *, detector: str = "pilatus",
-                  lima: bool = True, compression: Literal["bitshuffle"] | None = "bitshuffle",
+                  lima: bool = True, compression: Literal["bitshuffle", "lz4", "gzip"] | None = "bitshuffle",
                   frames_per_file: int = 10, monitor: str = "mon",
                   link: Literal["vds", "external"] = "vds") -> Path:
     """Write a BLISS dataset master file and, beside it, the lima files of its scans.
@@ -158,7 +163,7 @@ def write_dataset(path: str | os.PathLike[str], scans: Sequence[ScanSpec], *, de
         True: frames in lima files ``scan000N/<detector>_000K.h5`` behind ``measurement/<detector>``;
         False: frames as a plain (compressed) dataset inside the master file.
     compression
-        ``"bitshuffle"`` (bitshuffle-LZ4, as lima writes) or None.
+        ``"bitshuffle"`` (bitshuffle-LZ4, as lima writes), ``"lz4"``, ``"gzip"`` or None.
     frames_per_file
         Frames per lima file.
     monitor

@@ -39,6 +39,8 @@ import numpy as np
 
 from reduction.errors import RawDataError, XReduceError
 
+from .direct import read_direct
+
 __all__ = [
     "ScanInfo", "ScanSelection", "ScanSelectionError", "find_datasets", "read_scans", "parse_scan_selection",
     "read_frames", "read_counter", "frame_sources", "experiment_of", "processed_data_dir", "open_raw",
@@ -643,15 +645,19 @@ def _sources(dset: h5py.Dataset, path: Path, scan: str, detector: str, start: in
 def read_frames(dataset: str | os.PathLike[str], scan: str, detector: str, start: int, stop: int) -> np.ndarray:
     """Frames [start, stop) of a scan, shape (n, ny, nx), in the detector's own dtype.
 
-    The sources are checked first (:func:`frame_sources`), then the whole slab is read in one
-    call (HDF5 + hdf5plugin decompress it). Raises RawDataError naming the master file, the scan,
-    the dataset path and, where one is at fault, the lima file (missing, truncated, too short,
-    corrupt chunk).
+    The sources are checked first (:func:`frame_sources`). Frames stored one per compressed chunk
+    are then read as raw chunks and decompressed in threads (:mod:`reduction.io.direct`); any other
+    layout, or a chunk that does not decode, is read in one call through h5py (HDF5 + hdf5plugin).
+    Raises RawDataError naming the master file, the scan, the dataset path and, where one is at
+    fault, the lima file (missing, truncated, too short, corrupt chunk).
     """
     path = Path(os.path.abspath(dataset))
     with open_raw(path) as f:
         dset = _detector(f, path, scan, detector)
         _sources(dset, path, scan, detector, start, stop)
+        frames = read_direct(dset, start, stop, resolve=lambda name: _resolve(path, name), open_file=open_raw)
+        if frames is not None:
+            return frames
         try:
             return dset[start:stop]
         except (OSError, RuntimeError, ValueError) as exc:
