@@ -131,11 +131,13 @@ def run(cfg: Any, client: Any = None) -> int:
         with tqdm(total=total, unit="frame", desc="reducing", disable=None, file=sys.stderr,
                   dynamic_ncols=True) as bar:
             engines: set[str] = set()
+            stages: Counter[str] = Counter()
 
             def on_outcome(outcome: Outcome) -> None:
                 index = index_of[outcome.chunk_id]
                 bar.update(new.chunks[index].nframes)
                 states[index] = ChunkState(new.chunks[index], DONE if outcome.ok else FAILED, outcome.message)
+                stages.update(outcome.stages)
                 if outcome.engine:
                     engines.add(outcome.engine)
                 if not outcome.ok:
@@ -146,7 +148,10 @@ def run(cfg: Any, client: Any = None) -> int:
         seconds = time.perf_counter() - start
         used = f"; engine {', '.join(sorted(engines))}" if engines else ""
         _say(f"reduced {total} frames in {seconds:.1f} s ({total / max(seconds, 1e-9):.1f} frames/s{used})")
+    merge_start = time.perf_counter()
     code = merge_plan(new, states)  # the states as the outcomes left them: no chunk file opened again
+    if todo and stages:
+        _say(_where_the_time_went(stages, time.perf_counter() - merge_start))
     failed = [st for st in states if st.state != DONE]
     for pending in new.pending_scans:
         _say(f"unfinished: {pending['dataset']} scan {pending['scan']}: picked up by the next run")
@@ -156,6 +161,16 @@ def run(cfg: Any, client: Any = None) -> int:
         _say(f"error records: {output / 'chunks'}/<chunk>.error.json; `xreduce run` again retries them")
         return 1
     return code
+
+
+def _where_the_time_went(stages: Counter[str], merge: float) -> str:
+    """One line: each stage's share of the time the workers and the merge spent (stage seconds are
+    summed over chunks; reading overlaps the kernel, so "not hidden" is the reading it did not hide)."""
+    work = {"read+decompress": stages["read"], "kernel": stages["reduce"], "write": stages["write"], "merge": merge}
+    total = sum(work.values()) or 1.0
+    shares = ", ".join(f"{name} {100 * value / total:.0f} %" for name, value in work.items())
+    hidden = f" (reading not hidden by the kernel: {stages['wait']:.1f} s)" if stages["read"] else ""
+    return f"time by stage: {shares} of {total:.1f} s{hidden}"
 
 
 # -- submitting ---------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from reduction.errors import RawDataError
@@ -29,6 +29,7 @@ class Outcome:
     seconds: float
     message: str = ""
     engine: str = ""  # what the step ran on (e.g. "opencl on 0:0 'NVIDIA H100'"), when it says
+    stages: dict[str, float] = field(default_factory=dict)  # seconds per stage (read, wait, reduce, write)
 
 
 class StepCache:
@@ -69,7 +70,8 @@ def process_chunk(plan: Plan, chunk: Chunk, steps: StepCache) -> Outcome:
         record_failure(paths, chunk, exc)
         return Outcome(chunk.id, False, 0, time.perf_counter() - start, f"{type(exc).__name__}: {exc}")
     clear_failure(paths)
-    return Outcome(chunk.id, True, nframes, time.perf_counter() - start, engine=step.engine_used)
+    return Outcome(chunk.id, True, nframes, time.perf_counter() - start, engine=step.engine_used,
+                   stages=dict(step.stages))
 
 
 #: This process's steps: the command's own (``xreduce run`` keeps the step it built to check the config,

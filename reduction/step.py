@@ -95,6 +95,8 @@ class Step(Protocol):
 
     #: what reduced the last chunk (e.g. "opencl on 0:0 'NVIDIA H100'"), "" when nothing worth saying
     engine_used: str
+    #: seconds per stage of the last chunk (read, wait, reduce, write: reduction.io.blocks.StageTimes)
+    stages: dict[str, float]
 
     def __call__(self, chunk: Mapping[str, Any], out: Path, *, config_hash: str, config_json: str) -> int:
         """Reduce ``chunk`` (a plan entry: id, dataset, scan, detector, monitor, start, stop, energy_kev;

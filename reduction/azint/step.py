@@ -10,9 +10,10 @@ cakes too. It is the :class:`reduction.step.Step` of the azint kinds (:mod:`redu
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import numpy as np
 
 from reduction.errors import IntegrationError, RawDataError
 from reduction.io import bliss
+from reduction.io.blocks import StageTimes, read_ahead, write_behind
 from reduction.io.images import load_image
 from reduction.io.poni import read_poni_text
 
@@ -32,7 +34,8 @@ __all__ = ["AzintStep"]
 
 log = logging.getLogger(__name__)
 
-#: Frames read and integrated per block (reading the next block overlaps the integration).
+#: Frames read and integrated per block (reading the next block and writing the previous one overlap
+#: the integration: reduction.io.blocks).
 READ_BLOCK = 32
 
 
@@ -54,6 +57,7 @@ class AzintStep:
         self.engine = self.cfg.get("engine") or "auto"
         self.device = self.cfg.get("device") or "auto"
         self.engine_used = ""  # what reduced the last chunk ("numpy", "opencl on …"): the run summary's
+        self.stages: dict[str, float] = {}  # seconds per stage of the last chunk (StageTimes)
         self._integrators: dict[float | None, Integrator] = {}
         self.integrator = self._integrator_for(self.geometry.wavelength)
 
@@ -100,17 +104,19 @@ class AzintStep:
                          polarization_applied=self.cfg.get("polarization_factor") is not None,
                          flat_applied=self.flat is not None, monitor_applied=monitor is not None, monitor=monitor)
         blocks = [(b, min(b + READ_BLOCK, stop)) for b in range(start, stop, READ_BLOCK)]
-        with ChunkWriter(out, meta) as writer, ThreadPoolExecutor(1, thread_name_prefix="xreduce-read") as reader:
-            pending = reader.submit(bliss.read_frames, dataset, scan, chunk["detector"], *blocks[0]) if blocks else None
-            for i, (b0, b1) in enumerate(blocks):
-                assert pending is not None  # submitted before the loop, which runs only when blocks exist
-                frames = pending.result()
-                if i + 1 < len(blocks):
-                    pending = reader.submit(bliss.read_frames, dataset, scan, chunk["detector"], *blocks[i + 1])
-                block_monitor = None if monitor is None else monitor[b0 - start:b1 - start]
-                writer.write(b0 - start, self._integrate(integrator, frames, block_monitor))
+        read = partial(bliss.read_frames, dataset, scan, chunk["detector"])
+        times = StageTimes()
+        with ChunkWriter(out, meta) as writer:
+            with write_behind(writer.write, times) as write:  # block k-1 written, k+1 read while k is reduced
+                for b0, b1, frames in read_ahead(read, blocks, times):
+                    block_monitor = None if monitor is None else monitor[b0 - start:b1 - start]
+                    t0 = time.perf_counter()
+                    result = self._integrate(integrator, frames, block_monitor)
+                    times.reduce += time.perf_counter() - t0
+                    write(b0 - start, result)
             self.engine_used = integrator.engine_description
             writer.note_engine(self.engine_used)
+        self.stages = times.as_dict()
         return stop - start
 
     def _check_wavelength(self, chunk: Mapping[str, Any]) -> float | None:

@@ -7,12 +7,15 @@ bad mask file stops the command before anything runs); called for each chunk. It
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from reduction.errors import RawDataError
 from reduction.io import bliss
+from reduction.io.blocks import StageTimes, read_ahead
 from reduction.io.images import load_image
 
 from .chunkfile import ChunkMeta, write_chunk
@@ -35,6 +38,7 @@ class SumStep:
 
     def __init__(self, reduction: Mapping[str, Any]) -> None:
         self.kind = str(reduction["kind"])
+        self.stages: dict[str, float] = {}
         self.mask_file = reduction.get("mask")
         self.masked = None if not self.mask_file else load_image(self.mask_file, what="mask") != 0
 
@@ -43,13 +47,19 @@ class SumStep:
         dataset, scan, detector = str(chunk["dataset"]), str(chunk["scan"]), str(chunk["detector"])
         start, stop = int(chunk["start"]), int(chunk["stop"])
         parts = []
-        for b0 in range(start, stop, READ_BLOCK):
-            frames = bliss.read_frames(dataset, scan, detector, b0, min(b0 + READ_BLOCK, stop))
+        times = StageTimes()
+        blocks = [(b, min(b + READ_BLOCK, stop)) for b in range(start, stop, READ_BLOCK)]
+        for _, _, frames in read_ahead(partial(bliss.read_frames, dataset, scan, detector), blocks, times):
             if self.masked is not None and self.masked.shape != frames.shape[1:]:
                 raise RawDataError(f"mask file {self.mask_file} has shape {self.masked.shape}, but the frames of "
                                    f"{dataset} scan {scan} (/{scan}/measurement/{detector}) are {frames.shape[1:]}")
+            t0 = time.perf_counter()
             parts.append(frame_sums(frames, self.masked))
+            times.reduce += time.perf_counter() - t0
         meta = ChunkMeta(chunk_id=str(chunk["id"]), config_hash=config_hash, kind=self.kind, dataset=dataset,
                          scan=scan, frame_start=start, frame_stop=stop, config_json=config_json)
+        t0 = time.perf_counter()
         write_chunk(out, meta, FrameSums.concat(parts))
+        times.write += time.perf_counter() - t0
+        self.stages = times.as_dict()
         return stop - start
