@@ -14,7 +14,9 @@ so a third-party kind is one package and one registration::
     [project.entry-points."xreduce.kinds"]
     saxs = "my_saxs.kind:SAXS"
 
-``hpc`` imports from ``reduction`` only this module, :mod:`reduction.errors` and the demo writer.
+``hpc`` imports from ``reduction`` only this module, :mod:`reduction.errors` and the demo writer;
+this module also hands on the two helpers both sides use for the files and programs they share:
+:func:`atomic_output` (write, flush, rename into place) and :func:`call` (run a program, errors named).
 """
 
 from __future__ import annotations
