@@ -49,18 +49,44 @@ def _crc(*arrays: np.ndarray) -> int:
 
 
 class MatrixCache:
-    """A directory of ``<key>.npz`` CSR matrices."""
+    """A directory of ``<key>.npz`` CSR matrices, and of what engines derive from them
+    (``<key>.<what>.npz``, e.g. the OpenCL engine's tile layout), each checked when read."""
 
     def __init__(self, directory: str | Path | None = None) -> None:
         self.directory = Path(directory) if directory is not None else default_cache_dir()
 
-    def path(self, key: str) -> Path:
-        """Where the matrix for ``key`` lives."""
-        return self.directory / f"{key}.npz"
+    def path(self, key: str, what: str = "") -> Path:
+        """Where the matrix for ``key`` lives (or, with ``what``, something derived from it)."""
+        return self.directory / (f"{key}.{what}.npz" if what else f"{key}.npz")
 
     def load(self, key: str) -> tuple[scipy.sparse.csr_array, list[float]] | None:
         """The cached matrix and its bin bounds, or None when absent, unreadable, corrupt or foreign."""
-        path = self.path(key)
+        arrays = self.load_arrays(key, "", ("data", "indices", "indptr", "bounds"), ("shape",))
+        if arrays is None:
+            return None
+        try:
+            matrix = scipy.sparse.csr_array((arrays["data"], arrays["indices"], arrays["indptr"]),
+                                            shape=tuple(int(v) for v in arrays["shape"]))
+            matrix.check_format(full_check=False)
+        except Exception as exc:  # any damage means "rebuild", never "trust"
+            log.warning("ignoring unusable matrix cache file %s (%s); rebuilding it", self.path(key), exc)
+            return None
+        return matrix, [float(b) for b in arrays["bounds"]]
+
+    def store(self, key: str, matrix: scipy.sparse.csr_array, bounds: list[float]) -> None:
+        """Write ``matrix`` and its bin bounds (lo, hi[, azimuth lo, hi]) atomically.
+
+        A cache that cannot be written only costs a rebuild later.
+        """
+        self.store_arrays(key, "", {"data": matrix.data, "indices": matrix.indices, "indptr": matrix.indptr,
+                                    "bounds": np.asarray(bounds, dtype=np.float64)},
+                          {"shape": np.asarray(matrix.shape)})
+
+    def load_arrays(self, key: str, what: str, checked: tuple[str, ...],
+                    extra: tuple[str, ...] = ()) -> dict[str, np.ndarray] | None:
+        """The arrays stored for ``key`` (and ``what``), or None when absent or not to be trusted
+        (another format or key, a checksum over the ``checked`` arrays that does not match)."""
+        path = self.path(key, what)
         if not path.exists():
             return None
         try:
@@ -69,27 +95,22 @@ class MatrixCache:
                     raise ValueError(f"format {str(npz['format'])!r}, this version reads {_FORMAT!r}")
                 if str(npz["key"]) != key:
                     raise ValueError("written for another key")
-                data, indices, indptr, bounds = npz["data"], npz["indices"], npz["indptr"], npz["bounds"]
-                shape = tuple(int(v) for v in npz["shape"])
-                if int(npz["crc"]) != _crc(data, indices, indptr, bounds):
+                arrays = {name: npz[name] for name in (*checked, *extra)}
+                if int(npz["crc"]) != _crc(*(arrays[name] for name in checked)):
                     raise ValueError("checksum mismatch")
-            matrix = scipy.sparse.csr_array((data, indices, indptr), shape=shape)
-            matrix.check_format(full_check=False)
-            return matrix, [float(b) for b in bounds]
+            return arrays
         except Exception as exc:  # any damage means "rebuild", never "trust"
             log.warning("ignoring unusable matrix cache file %s (%s); rebuilding it", path, exc)
             return None
 
-    def store(self, key: str, matrix: scipy.sparse.csr_array, bounds: list[float]) -> None:
-        """Write ``matrix`` and its bin bounds (lo, hi[, azimuth lo, hi]) atomically.
-
-        A cache that cannot be written only costs a rebuild later.
-        """
-        bounds_array = np.asarray(bounds, dtype=np.float64)
+    def store_arrays(self, key: str, what: str, checked: dict[str, np.ndarray],
+                     extra: dict[str, np.ndarray] | None = None) -> None:
+        """Write arrays for ``key`` (and ``what``) atomically, with a checksum over ``checked``
+        (in their order); a cache that cannot be written only costs a rebuild later."""
+        contents: dict[str, Any] = {"format": _FORMAT, "key": key, **checked, **(extra or {}),
+                                    "crc": _crc(*checked.values())}
         try:
-            with atomic_output(self.path(key)) as tmp, open(tmp, "wb") as handle:
-                np.savez(handle, format=_FORMAT, key=key, data=matrix.data, indices=matrix.indices,
-                         indptr=matrix.indptr, shape=np.asarray(matrix.shape), bounds=bounds_array,
-                         crc=_crc(matrix.data, matrix.indices, matrix.indptr, bounds_array))
+            with atomic_output(self.path(key, what)) as tmp, open(tmp, "wb") as handle:
+                np.savez(handle, **contents)
         except OSError as exc:
             log.warning("cannot write matrix cache in %s (%s); continuing without it", self.directory, exc)

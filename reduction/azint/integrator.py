@@ -194,7 +194,7 @@ class Integrator:
                                                                    float(radial_bins.hi * u.scale))
             raise IntegrationError(f"radial_range {shown} ({u.name}) and azimuth_range {azimuth_range} contain "
                                    f"no pixel of detector {self.geometry.detector.name}")
-        prepared = _Prepared(matrix, self._engine(matrix), radial_bins, azimuth_bins)
+        prepared = _Prepared(matrix, self._engine(matrix, key), radial_bins, azimuth_bins)
         self._prepared[key] = prepared
         while len(self._prepared) > 4:  # a few configurations per process is plenty
             self._prepared.popitem(last=False)
@@ -213,13 +213,15 @@ class Integrator:
         engine = next(reversed(self._prepared.values())).engine if self._prepared else None
         return f"opencl on {engine.device}" if isinstance(engine, OpenCLEngine) else self.engine_used
 
-    def _engine(self, matrix: scipy.sparse.csr_array) -> Any:
-        """The engine asked for, or under ``auto`` OpenCL when it works here, else numpy."""
+    def _engine(self, matrix: scipy.sparse.csr_array, key: str) -> Any:
+        """The engine asked for, or under ``auto`` OpenCL when it works here, else numpy. ``key``: the
+        matrix's cache key (the OpenCL engine keeps its tile layout beside the cached matrix)."""
+        layout_cache = None if self._cache is None else (self._cache, key)
         if self.engine_name == "opencl":
-            return OpenCLEngine(matrix, device=self.device, threads=self.threads)
+            return OpenCLEngine(matrix, device=self.device, threads=self.threads, layout_cache=layout_cache)
         if self.engine_name == "auto" and self._opencl_failed is None:
             try:
-                engine = OpenCLEngine(matrix, device=self.device, threads=self.threads)
+                engine = OpenCLEngine(matrix, device=self.device, threads=self.threads, layout_cache=layout_cache)
             except EngineUnavailable as exc:
                 self._fall_back(str(exc))
             else:

@@ -10,6 +10,7 @@ integrator (1-D and 2-D, bbox and full splitting, a detector with module gaps); 
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import subprocess
 import sys
@@ -595,3 +596,43 @@ def test_open_device_on_this_machine(opencl) -> None:
     assert info.name == dev.name.strip()
     info_cpu, _ = dv.open_device("cpu", env={"SLURM_JOB_GPUS": "0"})
     assert info_cpu.kind == "cpu" or not any(i.kind == "cpu" for i, _ in dv.list_devices())
+
+
+@pytest.mark.parametrize("kernel", ["cpu", "group"])
+def test_the_tile_layout_is_kept_beside_the_cached_matrix(opencl, monkeypatch, tmp_path, kernel, caplog) -> None:
+    """A second process (here: a second integrator) loads the layout instead of cutting the matrix
+    into tiles again; a damaged layout file is rebuilt, never trusted; the numbers do not change."""
+    monkeypatch.setenv("XREDUCE_CACHE_DIR", str(tmp_path / "kernels"))
+    rng = np.random.default_rng(5)
+    frames = rng.poisson(20.0, (3, *GEOMETRY.shape)).astype(np.uint32)
+
+    def integrate() -> np.ndarray:
+        integ = Integrator(GEOMETRY, engine="opencl", device="cpu", cache_dir=tmp_path / "cache")
+        original = oe.OpenCLEngine.__init__
+
+        def with_kernel(self, matrix, **kwargs):
+            original(self, matrix, **{**kwargs, "kernel": kernel})
+
+        monkeypatch.setattr(oe.OpenCLEngine, "__init__", with_kernel)
+        try:
+            return integ.integrate1d(frames, npt=300, unit="2th_deg").intensity
+        finally:
+            monkeypatch.setattr(oe.OpenCLEngine, "__init__", original)
+
+    first = integrate()
+    (layout,) = (tmp_path / "cache").glob(f"*.opencl-{kernel}-*.npz")
+
+    build = oe.build_layout
+
+    def no_rebuild(matrix, **kwargs):
+        if matrix.shape[1] == frames[0].size:  # the campaign's matrix (the self-test's is tiny)
+            raise AssertionError("the layout was cut again")
+        return build(matrix, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(oe, "build_layout", no_rebuild)
+        np.testing.assert_array_equal(integrate(), first)
+    layout.write_bytes(layout.read_bytes()[:-100])  # truncated: rebuilt, with a warning
+    with caplog.at_level(logging.WARNING):
+        np.testing.assert_array_equal(integrate(), first)
+    assert "ignoring unusable matrix cache file" in caplog.text and str(layout) in caplog.text

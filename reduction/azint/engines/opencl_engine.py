@@ -44,6 +44,7 @@ How
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -52,7 +53,7 @@ import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -63,6 +64,9 @@ from .contract import EngineOutput, canonical_matrix, default_threads, frame_blo
 from .device import DeviceInfo, EngineUnavailable, open_device
 
 __all__ = ["OpenCLEngine", "EngineUnavailable", "build_layout"]
+
+if TYPE_CHECKING:
+    from ..cache import MatrixCache
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +190,14 @@ def build_layout(matrix: sp.csc_array, *, run: int, tile_nnz: int, tile_pixels: 
     return layout
 
 
+#: The TileLayout arrays each kernel uses (what the matrix cache keeps of a layout).
+_LAYOUT_ARRAYS = {
+    "cpu": ("tile_pos", "tile_slot", "pos_pix", "pos_ptr", "ent_slot", "ent_w", "bin_ptr", "bin_slot"),
+    "group": ("tile_pos", "tile_slot", "pos_pix", "pos_ptr", "ent_slot", "ent_w", "slot_ptr", "slot_pos", "slot_w",
+              "bin_ptr", "bin_slot"),
+}
+
+
 def _list_cap(layout: TileLayout) -> int:
     """Capacity of each invalid-entry list of this layout."""
     longest = int(np.diff(layout.tile_pos).max()) if layout.ntiles else 0
@@ -287,7 +299,8 @@ class OpenCLEngine:
     name = "opencl"
 
     def __init__(self, matrix: Any, *, device: str | None = None, threads: int | None = None,
-                 kernel: str = "auto", max_frames: int | None = None, zero_copy: bool | None = None) -> None:
+                 kernel: str = "auto", max_frames: int | None = None, zero_copy: bool | None = None,
+                 layout_cache: tuple[MatrixCache, str] | None = None) -> None:
         if kernel not in ("auto", "cpu", "group"):
             raise ValueError(f"kernel must be 'auto', 'cpu' or 'group', got {kernel!r}")
         csc = canonical_matrix(matrix)
@@ -328,7 +341,7 @@ class OpenCLEngine:
             self._copy_queue = self._queue if self._unified else cl.CommandQueue(self._ctx)
         except cl.Error as exc:
             raise EngineUnavailable(f"cannot open OpenCL device {self.device}: {exc}") from None
-        self.layout = self._layout(csc)
+        self.layout = self._cached_layout(csc, layout_cache)
         need = self.layout_bytes() + self._launch_bytes(1)
         if need > self._mem_budget:
             raise EngineUnavailable(f"the integration matrix needs {need / 2**20:.0f} MiB on {self.device}, more "
@@ -346,15 +359,44 @@ class OpenCLEngine:
                 f"kernel={self.kernel!r}, tiles={self.layout.ntiles}, slots={self.layout.nslots})")
 
     # ------------------------------------------------------------------ set-up
-    def _layout(self, csc: sp.csc_array, small: bool = False) -> TileLayout:
-        """The tiling for this engine's kernel (``small``: tiny tiles, for the self-test)."""
+    def _tile_sizes(self, csc: sp.csc_array, small: bool = False) -> tuple[int, int, int]:
+        """(run, tile_nnz, tile_pixels) of this engine's kernel (``small``: tiny tiles, for the self-test)."""
         if self.kernel == "cpu":  # runs in pixel order: long sequential reads; ~8 tiles per compute unit
             lo, hi = _CPU_TILE_NNZ
             tile_nnz = int(np.clip(csc.nnz // (8 * self._dev.max_compute_units), lo, hi))
-            run, tile_nnz = (8, 40) if small else (_CPU_RUN, tile_nnz)
-            return build_layout(csc, run=run, tile_nnz=tile_nnz, tile_pixels=1 << 30, sort=False)
-        run, pixels = (8, 32) if small else (_GROUP_RUN, _GROUP_PMAX)  # runs sorted by bin: few slots per tile
-        return build_layout(csc, run=run, tile_nnz=1 << 30, tile_pixels=pixels, sort=True, group_order=True)
+            return (8, 40, 1 << 30) if small else (_CPU_RUN, tile_nnz, 1 << 30)
+        return (8, 1 << 30, 32) if small else (_GROUP_RUN, 1 << 30, _GROUP_PMAX)  # runs sorted by bin
+
+    def _layout(self, csc: sp.csc_array, small: bool = False) -> TileLayout:
+        """The tiling for this engine's kernel (``small``: tiny tiles, for the self-test)."""
+        run, tile_nnz, tile_pixels = self._tile_sizes(csc, small)
+        group = self.kernel != "cpu"  # the group kernel: runs sorted by bin (few slots per tile)
+        return build_layout(csc, run=run, tile_nnz=tile_nnz, tile_pixels=tile_pixels, sort=group, group_order=group)
+
+    def _cached_layout(self, csc: sp.csc_array, cache: tuple[MatrixCache, str] | None) -> TileLayout:
+        """The tiling, from the matrix cache when it holds one for this matrix and tiling (building it
+        costs ~0.4 s for an Eiger 4M matrix: paid once, not by every array task)."""
+        if cache is None:
+            return self._layout(csc)
+        store, key = cache
+        what = f"opencl-{self.kernel}-{self._tiling(csc)}"
+        names = _LAYOUT_ARRAYS[self.kernel]
+        arrays = store.load_arrays(key, what, names)
+        if arrays is not None:
+            fields: dict[str, Any] = {f.name: arrays.get(f.name) for f in dataclasses.fields(TileLayout)}
+            layout = TileLayout(**fields)
+            if len(layout.bin_ptr) == self.nbins + 1 and int(layout.pos_ptr[-1]) == csc.nnz \
+                    and (layout.pos_pix.size == 0 or int(layout.pos_pix.max()) < self.npix):
+                return layout
+            log.warning("ignoring an OpenCL layout in the matrix cache that does not fit its matrix (%s)", what)
+        layout = self._layout(csc)
+        store.store_arrays(key, what, {name: getattr(layout, name) for name in names})
+        return layout
+
+    def _tiling(self, csc: sp.csc_array) -> str:
+        """The tiling parameters of this engine's kernel, as a name."""
+        run, nnz, pixels = self._tile_sizes(csc)
+        return f"r{run}-n{nnz}-p{pixels}"
 
     def layout_bytes(self) -> int:
         """Device memory held by the uploaded matrix."""
