@@ -284,7 +284,7 @@ def merge_plan(current: Plan, states: list[ChunkState] | None = None) -> int:
         if not entries:
             continue
         master = output / _master_name(experiment)
-        report = kind.merge(master, entries, mode=mode, config=current.config)
+        report = kind.merge(master, entries, mode=mode, config_json=current.config_json)
         if not report.complete:
             _say(report.summary())
         preview = master.with_suffix(".png")

@@ -38,10 +38,8 @@ from hydra.errors import HydraException
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from reduction.step import broken_kinds
-
 from .config_checks import _check_missing, _check_values
-from .config_errors import _did_you_mean, _hydra_error, _omegaconf_error
+from .config_errors import _did_you_mean, _hydra_error, _omegaconf_error, broken_kind_error
 from .config_identity import config_hash, to_dict, to_json, to_yaml
 from .config_schema import (
     BACKEND_SCHEMAS,
@@ -171,10 +169,9 @@ def _schema(group: str, key: str, node: Any, schemas: Mapping[str, type]) -> typ
         raise ConfigError(f"{group}.{key} is not set; choose one of {', '.join(schemas)} "
                           f"(e.g. {group}={next(iter(schemas))})")
     if value not in schemas:
-        broken = broken_kinds().get(value) if group == "reduction" else None
+        broken = broken_kind_error(f"{group}.{key}={value!r}", str(value)) if group == "reduction" else None
         if broken:
-            raise ConfigError(f"{group}.{key}={value!r}: this reduction kind is installed but cannot be loaded "
-                              f"({broken})")
+            raise broken
         raise ConfigError(f"{group}.{key}={value!r} is not allowed{_did_you_mean(str(value), schemas)}; "
                           f"allowed: {', '.join(schemas)}")
     return schemas[value]

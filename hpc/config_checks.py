@@ -16,7 +16,7 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -69,9 +69,7 @@ def _rule_checks(schema: type) -> list[tuple[str, _Check]]:
         if rule.pair:
             checks.append((key, _pair))
         if rule.choices is not None:
-            # the default argument binds this rule's choices; mypy cannot type such a lambda itself
-            allowed = cast("Callable[[], tuple[Any, ...]]", lambda options=rule.choices: options)
-            checks.append((key, _choice(allowed)))
+            checks.append((key, _choice(rule.choices)))
         if rule.between is not None:
             checks.append((key, _between(*rule.between, rule.hint)))
         if rule.pattern is not None:
@@ -89,9 +87,8 @@ def _positive(key: str, value: int, check_paths: bool) -> Any:
     return _UNCHANGED
 
 
-def _choice(allowed: Callable[[], tuple[Any, ...]]) -> _Check:
+def _choice(options: tuple[Any, ...]) -> _Check:
     def check(key: str, value: Any, check_paths: bool) -> Any:
-        options = allowed()
         if value not in options:
             shown = ", ".join("null" if o is None else str(o) for o in options)
             raise ConfigError(f"{key}={value!r} is not allowed{_did_you_mean(str(value), options)}; "
@@ -249,9 +246,9 @@ _CHECKS: list[tuple[str, _Check]] = [
     ("backend.mem", _slurm_mem),
     ("backend.gpus_per_task", _not_negative),
     ("backend.extra_directives", _sbatch_options),
-    ("backend.mode", _choice(lambda: ("array", "mpi"))),
+    ("backend.mode", _choice(("array", "mpi"))),
     ("backend.ntasks", _positive),
-    ("backend.cluster", _choice(lambda: ("local", "slurm"))),
+    ("backend.cluster", _choice(("local", "slurm"))),
     ("backend.threads_per_worker", _positive),
     ("backend.connect_timeout", _positive),
     ("backend.processes", _positive),
@@ -260,5 +257,5 @@ _CHECKS: list[tuple[str, _Check]] = [
     ("backend.array_parallelism", _optional_positive),
     ("backend.max_array_size", _optional_positive),
     ("partition.frames_per_chunk", _positive),
-    ("merge.mode", _choice(lambda: MERGE_MODES)),
+    ("merge.mode", _choice(MERGE_MODES)),
 ]

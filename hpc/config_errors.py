@@ -36,6 +36,15 @@ _EXAMPLES = {"campaign.name": "campaign.name=lab6_2024",
              "campaign.detector": "campaign.detector=pilatus"}
 
 
+def broken_kind_error(said: str, kind: str) -> ConfigError | None:
+    """The error for choosing a reduction kind that is registered but cannot be loaded (``said``: how
+    the user chose it), or None when ``kind`` is not such a kind."""
+    reason = broken_kinds().get(kind)
+    if reason is None:
+        return None
+    return ConfigError(f"{said}: this reduction kind is installed but cannot be loaded ({reason})")
+
+
 def _example(key: str, kind: str | None = None) -> str:
     """An example override setting ``key``, for a message about its missing value."""
     group, _, name = key.partition(".")
@@ -138,10 +147,9 @@ def _hydra_error(err: HydraException, overrides: list[str]) -> ConfigError:
         listed = ", ".join(available[1].split()) if available else "none"
         if missing:
             group, _, name = missing[1].rpartition("/")
-            broken = broken_kinds().get(name) if group == "reduction" else None
+            broken = broken_kind_error(f"reduction={name}", name) if group == "reduction" else None
             if broken:
-                return ConfigError(f"reduction={name}: this reduction kind is installed but cannot be loaded "
-                                   f"({broken})")
+                return broken
             return ConfigError(f"{group}={name}: no such config {missing[1]}.yaml"
                                f"{_did_you_mean(name, listed.split(', '))}; available: {listed} "
                                f"(add your own with --config-dir DIR)")

@@ -39,9 +39,6 @@ CORE_MODULES = ("numpy", "scipy", "h5py", "hdf5plugin", "bitshuffle", "lz4", "ma
 #: Distributions whose versions are reported (None: not installed).
 PACKAGES = ("numpy", "scipy", "h5py", "hdf5plugin", "bitshuffle", "lz4", "hydra-core", "mpi4py", "pyopencl",
             "pocl-binary-distribution", "submitit", "dask", "distributed", "dask-jobqueue")
-#: The flat test image: two frames of constant counts; with solid angle off, every bin holds them.
-FLAT_COUNTS = (7, 3)
-_SHAPE = (48, 64)
 
 
 @dataclass

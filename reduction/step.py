@@ -198,10 +198,10 @@ class Kind:
         False for a missing, truncated or foreign file. Never raises."""
         raise NotImplementedError
 
-    def merge(self, master: Path, entries: Sequence[MasterEntry], *, mode: str,
-              config: Mapping[str, Any]) -> MergeReport:
+    def merge(self, master: Path, entries: Sequence[MasterEntry], *, mode: str, config_json: str) -> MergeReport:
         """Write one master file from the chunk files of an experiment (atomically). ``mode``:
-        ``vds`` (virtual datasets over the chunk files) or ``copy`` (self-contained)."""
+        ``vds`` (virtual datasets over the chunk files) or ``copy`` (self-contained); ``config_json``:
+        the campaign's resolved config as JSON, for the provenance."""
         raise NotImplementedError
 
     def preview(self, master: Path, png: Path) -> None:

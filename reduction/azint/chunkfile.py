@@ -24,7 +24,7 @@ import numpy as np
 from reduction.errors import OutputError
 from reduction.io.files import PendingFile
 from reduction.io.merge import chunk_file_matches
-from reduction.io.nexus import attr_value, open_readonly
+from reduction.io.nexus import attr_value, read_result
 
 from .result import IntegrationResult
 
@@ -255,25 +255,13 @@ def read_chunk_meta(path: Path | str) -> dict[str, Any]:
     """The root attributes of a chunk file as Python values, plus ``nframes``, ``frame_shape``,
     ``fields`` (per-frame datasets present) and ``has_monitor``. Wavelength/energy unknown → None.
     Raises :class:`OutputError` when the file is missing, unreadable or not a chunk file."""
-    try:
-        with open_readonly(path) as f:
-            return _meta_from(f, path)
-    except OutputError:
-        raise
-    except (OSError, KeyError, ValueError, TypeError) as exc:
-        raise OutputError(f"cannot read chunk file {path}: {exc}") from exc
+    return read_result(path, lambda f: _meta_from(f, path))
 
 
 def read_chunk_header(path: Path | str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """:func:`read_chunk_meta` and the bins (``radial``, ``radial_edges``, + ``azimuthal``,
     ``azimuthal_edges`` in 2-D) in one opening of the file: what a merge needs to check a chunk."""
-    try:
-        with open_readonly(path) as f:
-            return _meta_from(f, path), {name: f[name][()] for name in _AXES_2D if name in f}
-    except OutputError:
-        raise
-    except (OSError, KeyError, ValueError, TypeError) as exc:
-        raise OutputError(f"cannot read chunk file {path}: {exc}") from exc
+    return read_result(path, lambda f: (_meta_from(f, path), {name: f[name][()] for name in _AXES_2D if name in f}))
 
 
 def chunk_matches(path: Path | str, chunk_id: str, config_hash: str) -> bool:

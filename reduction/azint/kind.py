@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,11 +27,9 @@ class AzintKind(Kind):
 
         return chunk_matches(path, chunk_id, config_hash)
 
-    def merge(self, master: Path, entries: Sequence[MasterEntry], *, mode: str,
-              config: Mapping[str, Any]) -> MergeReport:
+    def merge(self, master: Path, entries: Sequence[MasterEntry], *, mode: str, config_json: str) -> MergeReport:
         from .nexus import EntrySpec, write_master
 
-        config_json = json.dumps(config, sort_keys=True)
         # the PONI comes from the chunk files: the one the frames were integrated with
         specs = [EntrySpec(name=e.name, kind=self.name, dataset=e.dataset, scan=e.scan, nframes=e.nframes,
                            chunks=list(e.chunks), config_json=config_json, chunk_ids=list(e.chunk_ids),

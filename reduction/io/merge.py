@@ -25,7 +25,7 @@ from reduction.errors import OutputError
 from reduction.step import MERGE_MODES
 
 from .files import atomic_output
-from .nexus import PROGRAM, now, nx_group, open_readonly, str_array, vds_source_name
+from .nexus import PROGRAM, now, nx_group, open_readonly, relative_name, str_array, vds_source_name
 
 __all__ = ["MissingChunk", "GoodChunk", "EntryReport", "MergeReport", "cover", "identity_problem",
            "chunk_file_matches", "frame_dataset", "write_chunk_table", "write_master_file"]
@@ -214,12 +214,9 @@ def write_chunk_table(entry: h5py.Group, good: Sequence[GoodChunk], missing: Seq
                       master_dir: Path) -> None:
     """``<entry>/chunks`` (NXcollection): every chunk with its frames, file and status, and the
     frames without a result."""
-    def rel(path: Path | str) -> str:
-        return Path(os.path.relpath(os.path.abspath(path), os.path.abspath(master_dir))).as_posix()
-
-    rows = [(g.start, g.stop, g.chunk_id or "", rel(g.path), "merged") for g in good]
-    rows += [(m.frame_start, m.frame_stop, m.chunk_id or "", rel(m.path) if m.path else "", f"missing: {m.reason}")
-             for m in missing]
+    rows = [(g.start, g.stop, g.chunk_id or "", relative_name(g.path, master_dir), "merged") for g in good]
+    rows += [(m.frame_start, m.frame_stop, m.chunk_id or "", relative_name(m.path, master_dir) if m.path else "",
+              f"missing: {m.reason}") for m in missing]
     rows.sort()
     table = nx_group(entry, "chunks", "NXcollection")
     table.attrs["mode"] = mode

@@ -8,14 +8,20 @@ merge of chunk files into a master file, which every kind shares too, is :mod:`r
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import h5py
 import numpy as np
 
-__all__ = ["PROGRAM", "open_readonly", "attr_value", "attr_text", "nx_group", "str_array", "now", "vds_source_name"]
+from reduction.errors import OutputError
+
+__all__ = ["PROGRAM", "open_readonly", "attr_value", "attr_text", "nx_group", "str_array",
+           "now", "relative_name", "vds_source_name", "read_result"]
+
+T = TypeVar("T")
 
 #: NXprocess/program and the master files' creator.
 PROGRAM = "xreduce"
@@ -67,7 +73,23 @@ def now() -> str:
     return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
 
 
+def relative_name(path: Path | str, folder: Path | str) -> str:
+    """``path`` relative to ``folder``, with forward slashes: how a master file names its chunk files."""
+    return Path(os.path.relpath(os.path.abspath(path), os.path.abspath(folder))).as_posix()
+
+
 def vds_source_name(chunk: Path, master_dir: Path) -> str:
     """The chunk's path relative to the master's folder, as an HDF5 VDS source name."""
-    rel = os.path.relpath(os.path.abspath(chunk), os.path.abspath(master_dir))
-    return Path(rel).as_posix().replace("%", "%%")  # HDF5 expands %b / %% in source file names
+    return relative_name(chunk, master_dir).replace("%", "%%")  # HDF5 expands %b / %% in source file names
+
+
+def read_result(path: Path | str, read: Callable[[h5py.File], T], what: str = "chunk file") -> T:
+    """``read(file)`` on the result file ``path`` opened read-only; an OutputError of ``read`` passes,
+    any other failure to read the file becomes an OutputError naming it."""
+    try:
+        with open_readonly(path) as f:
+            return read(f)
+    except OutputError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise OutputError(f"cannot read {what} {path}: {exc}") from exc

@@ -21,7 +21,7 @@ import numpy as np
 from reduction.errors import OutputError
 from reduction.io.files import atomic_output
 from reduction.io.merge import chunk_file_matches
-from reduction.io.nexus import attr_value, now, open_readonly
+from reduction.io.nexus import attr_value, now, read_result
 
 from .sums import FIELDS, FrameSums
 
@@ -68,23 +68,20 @@ def write_chunk(path: Path | str, meta: ChunkMeta, sums: FrameSums) -> None:
 def read_header(path: Path | str) -> dict[str, Any]:
     """The root attributes of a sum chunk file as Python values, once its datasets are checked
     to hold one value per frame. Raises :class:`OutputError` naming the file otherwise."""
-    try:
-        with open_readonly(path) as f:
-            meta = {k: attr_value(v) for k, v in f.attrs.items()}
-            if meta.get("format") != FORMAT:
-                raise OutputError(f"{path} is not a sum chunk file (format {meta.get('format')!r}, "
-                                  f"expected {FORMAT!r})")
-            n = int(meta["frame_stop"]) - int(meta["frame_start"])
-            for name in FIELDS:
-                if name not in f or f[name].shape != (n,):
-                    shape = f[name].shape if name in f else "absent"
-                    raise OutputError(f"{path}: {name} is {shape}, expected ({n},) for frames "
-                                      f"[{meta['frame_start']}, {meta['frame_stop']})")
-            return meta
-    except OutputError:
-        raise
-    except (OSError, KeyError, ValueError, TypeError) as exc:
-        raise OutputError(f"cannot read chunk file {path}: {exc}") from exc
+
+    def read(f: h5py.File) -> dict[str, Any]:
+        meta = {k: attr_value(v) for k, v in f.attrs.items()}
+        if meta.get("format") != FORMAT:
+            raise OutputError(f"{path} is not a sum chunk file (format {meta.get('format')!r}, expected {FORMAT!r})")
+        n = int(meta["frame_stop"]) - int(meta["frame_start"])
+        for name in FIELDS:
+            if name not in f or f[name].shape != (n,):
+                shape = f[name].shape if name in f else "absent"
+                raise OutputError(f"{path}: {name} is {shape}, expected ({n},) for frames "
+                                  f"[{meta['frame_start']}, {meta['frame_stop']})")
+        return meta
+
+    return read_result(path, read)
 
 
 def chunk_matches(path: Path | str, chunk_id: str, config_hash: str) -> bool:

@@ -7,7 +7,6 @@ and a schema whose ``kind`` defaults to that name.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,12 +34,10 @@ class SumKind(Kind):
 
         return chunk_matches(path, chunk_id, config_hash)
 
-    def merge(self, master: Path, entries: Sequence[MasterEntry], *, mode: str,
-              config: Mapping[str, Any]) -> MergeReport:
+    def merge(self, master: Path, entries: Sequence[MasterEntry], *, mode: str, config_json: str) -> MergeReport:
         from .nexus import write_master
 
-        return write_master(master, entries, kind=self.name, mode=mode,
-                            config_json=json.dumps(config, sort_keys=True))
+        return write_master(master, entries, kind=self.name, mode=mode, config_json=config_json)
 
     def preview(self, master: Path, png: Path) -> None:
         from .nexus import write_preview

@@ -171,7 +171,7 @@ def test_merge_holds_the_sums_with_nan_for_missing_chunks(raw: dict, tmp_path: P
     with h5py.File(foreign, "a") as f:  # a file that claims to be another chunk
         f.attrs["chunk_id"] = "c-someone-else"
     master = out / "session.nxs"
-    report = SUM.merge(master, _entries(raw, parts), mode=mode, config={"reduction": {"kind": "sum"}})
+    report = SUM.merge(master, _entries(raw, parts), mode=mode, config_json='{"reduction": {"kind": "sum"}}')
     assert not report.complete
     assert report.missing_frames == {"s_0001_1.1": [(4, 8)], "s_0001_2.1": [(8, 10)]}
     assert "chunk failed or not done" in report.summary() and "c-someone-else" in report.summary()
@@ -198,7 +198,7 @@ def test_merge_holds_the_sums_with_nan_for_missing_chunks(raw: dict, tmp_path: P
 
 def test_vds_master_survives_moving_the_folder(raw: dict, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    SUM.merge(out / "session.nxs", _entries(raw, _reduce(raw, out)), mode="vds", config={})
+    SUM.merge(out / "session.nxs", _entries(raw, _reduce(raw, out)), mode="vds", config_json="{}")
     moved = tmp_path / "elsewhere"
     shutil.move(out, moved)
     with h5py.File(moved / "session.nxs", "r") as f:
@@ -209,7 +209,7 @@ def test_preview_is_a_png(raw: dict, tmp_path: Path) -> None:
     out = tmp_path / "out"
     parts = _reduce(raw, out)
     parts["2.1"][0] = (0, 4, None)
-    SUM.merge(out / "session.nxs", _entries(raw, parts), mode="vds", config={})
+    SUM.merge(out / "session.nxs", _entries(raw, parts), mode="vds", config_json="{}")
     SUM.preview(out / "session.nxs", out / "session.png")
     assert (out / "session.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with h5py.File(out / "empty.nxs", "w"):
