@@ -58,6 +58,13 @@ def _parser() -> argparse.ArgumentParser:
                         help="submit even if jobs of this campaign are still queued or running")
     sub.add_parser("cancel", parents=[configured], help="scancel this campaign's queued or running jobs",
                    description="Cancel the Slurm jobs of this campaign that are queued or running.")
+    bench = sub.add_parser("bench", parents=[configured], help="time the reduction's stages on the first scan",
+                           description="With the same overrides as `xreduce run`: time reading, the kernel alone "
+                                       "and the whole step on the campaign's first scan, and print the rate the "
+                                       "stages allow together (the bound) and the fraction reached. Writes "
+                                       "nothing to the campaign's output.")
+    bench.add_argument("--frames", metavar="N", type=int, default=128,
+                       help="frames of the first scan to use (default 128, or the whole scan if shorter)")
     sub.add_parser("merge", parents=[configured], help="(re)build the master files from finished chunks",
                    description="(Re)build the master NeXus files from the finished chunks.")
     demo = sub.add_parser("demo", parents=[common], help="reduce a small synthetic experiment locally",
@@ -132,6 +139,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return getattr(_commands(), args.command)(cfg)
     if args.command == "submit":
         return _commands().submit(_config(args), force=args.force)
+    if args.command == "bench":
+        from .bench import bench
+
+        return bench(_config(args), frames=args.frames)
     if args.command == "status":
         target = _status_target(args)
         return _commands().status(target, as_json=args.json)

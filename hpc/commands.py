@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -126,6 +127,9 @@ def run(cfg: Any, client: Any = None) -> int:
     if not todo and backend.spmd:  # the root opens and closes its executor: the other ranks stop serving
         backend.run(new, [], lambda outcome: None)
     if todo:
+        # the merge's imports (a plotting library) load while the chunks run, not after them
+        warm_up = threading.Thread(target=new.kind.warm_up, name="xreduce-warm-up", daemon=True)
+        warm_up.start()
         total = sum(new.chunks[i].nframes for i in todo)
         start = time.perf_counter()
         with tqdm(total=total, unit="frame", desc="reducing", disable=None, file=sys.stderr,
@@ -146,6 +150,7 @@ def run(cfg: Any, client: Any = None) -> int:
             index_of = {new.chunks[i].id: i for i in todo}
             backend.run(new, todo, on_outcome)
         seconds = time.perf_counter() - start
+        warm_up.join()
         used = f"; engine {', '.join(sorted(engines))}" if engines else ""
         _say(f"reduced {total} frames in {seconds:.1f} s ({total / max(seconds, 1e-9):.1f} frames/s{used})")
     merge_start = time.perf_counter()

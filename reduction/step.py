@@ -33,8 +33,9 @@ from .io.files import atomic_output
 from .io.process import call
 
 __all__ = ["MISSING", "MERGE_MODES", "KeyRule", "key", "rules", "ReductionConfig", "Step", "Kind", "ScanInfo",
-           "MasterEntry", "MergeReport", "SelfCheck", "SelfTest", "OK", "UNAVAILABLE", "FAILED", "ENTRY_POINT_GROUP",
-           "kinds", "reload_kinds", "get_kind", "broken_kinds", "atomic_output", "call", "UnknownKind"]
+           "MasterEntry", "MergeReport", "StageRate", "BenchReport", "SelfCheck", "SelfTest", "OK", "UNAVAILABLE",
+           "FAILED", "ENTRY_POINT_GROUP", "kinds", "reload_kinds", "get_kind", "broken_kinds", "atomic_output",
+           "call", "UnknownKind"]
 
 #: How a kind's merge writes per-frame data: virtual datasets over the chunk files, or a self-contained copy.
 MERGE_MODES = ("vds", "copy")
@@ -167,6 +168,33 @@ class SelfTest:
     facts: dict[str, list[str]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class StageRate:
+    """One stage of a kind's benchmark (``xreduce bench``): ``frames`` in ``seconds``."""
+
+    stage: str  # e.g. "read+decompress", "kernel", "end to end"
+    frames: int
+    seconds: float
+    detail: str = ""  # how it was measured, in a few words
+
+    @property
+    def rate(self) -> float:
+        """Frames per second."""
+        return self.frames / self.seconds if self.seconds > 0 else float("inf")
+
+
+@dataclass(frozen=True)
+class BenchReport:
+    """A kind's stage rates on real frames, and the rate its stages allow together (the bound)."""
+
+    rates: list[StageRate]
+    bound: float  # frames/s
+    bound_rule: str  # how the bound follows from the rates, and why
+    reached: float  # the end-to-end rate as a fraction of the bound
+    engine: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
 class Kind:
     """A reduction kind: subclass it, set ``name`` and ``schema``, implement the abstract methods.
 
@@ -207,6 +235,16 @@ class Kind:
     def preview(self, master: Path, png: Path) -> None:
         """A PNG picture of a master file, for a person to glance at."""
         raise NotImplementedError
+
+    def bench(self, step: Step, chunk: Mapping[str, Any], workdir: Path) -> BenchReport:
+        """Measure the stages of ``step`` on the frames of ``chunk`` (a plan entry, as a step gets it):
+        each stage alone and the whole step end to end (its chunk file written under ``workdir``)."""
+        raise XReduceError(f"reduction kind {self.name!r} has no benchmark (`xreduce bench`)")
+
+    def warm_up(self) -> None:
+        """Import what :meth:`merge` and :meth:`preview` need. Called in a background thread while the
+        chunks of a run are reduced, so that a run does not pay those imports (a plotting library, for
+        instance) after its last frame. Default: nothing."""
 
     def selftest(self, device: str = "auto", require: Sequence[str] = ()) -> SelfTest:
         """Known-answer checks that this kind works on this machine. ``device``: the engine device to

@@ -213,6 +213,13 @@ class Integrator:
         engine = next(reversed(self._prepared.values())).engine if self._prepared else None
         return f"opencl on {engine.device}" if isinstance(engine, OpenCLEngine) else self.engine_used
 
+    @property
+    def kernel_on_host(self) -> bool:
+        """True when the kernel runs on this machine's cores (numpy, or OpenCL on a CPU device), so it
+        competes with decompression for them; False on a GPU or other accelerator."""
+        engine = next(reversed(self._prepared.values())).engine if self._prepared else None
+        return not isinstance(engine, OpenCLEngine) or engine.device.kind == "cpu"
+
     def _engine(self, matrix: scipy.sparse.csr_array, key: str) -> Any:
         """The engine asked for, or under ``auto`` OpenCL when it works here, else numpy. ``key``: the
         matrix's cache key (the OpenCL engine keeps its tile layout beside the cached matrix)."""

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from reduction.step import Kind, MasterEntry, MergeReport, SelfTest, Step
+from reduction.step import BenchReport, Kind, MasterEntry, MergeReport, SelfTest, Step
 
 from .config import Azint1dConfig, Azint2dConfig
 
@@ -40,6 +40,18 @@ class AzintKind(Kind):
         from .nexus import write_preview
 
         write_preview(master, png)
+
+    def bench(self, step: Step, chunk: Mapping[str, Any], workdir: Path) -> BenchReport:
+        from .bench import bench_step
+        from .step import AzintStep
+
+        assert isinstance(step, AzintStep), f"{self.name}: a step of another kind ({type(step).__name__})"
+        return bench_step(step, chunk, workdir)
+
+    def warm_up(self) -> None:
+        from . import nexus
+
+        nexus.import_plotting()
 
     def selftest(self, device: str = "auto", require: Sequence[str] = ()) -> SelfTest:
         from .selftest import run_selftest

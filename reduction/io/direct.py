@@ -44,6 +44,11 @@ _BSHUF_LZ4 = 2  # bitshuffle's cd_values[4]: 0 none, 2 LZ4, 3 zstd
 Decoder = Callable[[bytes], np.ndarray]
 
 
+def enabled() -> bool:
+    """False when ``XREDUCE_DIRECT_READS=0``: every read goes through h5py."""
+    return os.environ.get("XREDUCE_DIRECT_READS", "1") != "0"
+
+
 def read_threads() -> int:
     """Decompression threads: ``XREDUCE_READ_THREADS``, else the CPUs this process may use."""
     value = os.environ.get("XREDUCE_READ_THREADS", "").strip()
@@ -196,7 +201,7 @@ def read_direct(dset: h5py.Dataset, start: int, stop: int, resolve: Callable[[st
                 open_file: Callable[[Path], h5py.File]) -> np.ndarray | None:
     """Frames [start, stop) of ``dset`` from their raw chunks, decompressed in threads; None when
     this path cannot give exactly what h5py would (the caller then reads through h5py)."""
-    if os.environ.get("XREDUCE_DIRECT_READS", "1") == "0":  # h5py's path, e.g. to compare the two
+    if not enabled():  # h5py's path, e.g. to compare the two
         return None
     sources = frame_locations(dset, start, stop, resolve)
     if sources is None:
