@@ -22,7 +22,7 @@ import h5py
 import numpy as np
 
 from reduction.errors import OutputError
-from reduction.io.files import PendingFile
+from reduction.io.files import PendingFile, why
 from reduction.io.merge import chunk_file_matches
 from reduction.io.nexus import attr_value, read_result
 
@@ -126,7 +126,7 @@ class ChunkWriter:
             if self._pending is not None:
                 self._pending.discard()
             if isinstance(exc, OSError):
-                raise OutputError(f"cannot create chunk file {self.path}: {exc}") from exc
+                raise OutputError(f"cannot create chunk file {self.path}: {why(exc)}") from exc
             raise
         return self
 
@@ -166,7 +166,7 @@ class ChunkWriter:
                 file.close()
             except Exception as close_exc:  # noqa: BLE001 - e.g. disk full while flushing
                 if exc_type is None:
-                    raise OutputError(f"cannot write chunk file {self.tmp}: {close_exc}") from close_exc
+                    raise OutputError(f"cannot write chunk file {self.tmp}: {why(close_exc)}") from close_exc
                 return
             if exc_type is not None:
                 return
@@ -178,7 +178,7 @@ class ChunkWriter:
             try:
                 self._pending.commit()  # on disk before it counts as done: a node may die right after
             except OSError as err:
-                raise OutputError(f"cannot rename {self.tmp} to {self.path}: {err}") from err
+                raise OutputError(f"cannot rename {self.tmp} to {self.path}: {why(err)}") from err
         finally:
             self._pending.discard()
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from reduction.errors import OutputError
 
-__all__ = ["PendingFile", "atomic_output", "fsync_file", "reserve_space", "remove_temporaries", "written_as"]
+__all__ = ["PendingFile", "atomic_output", "fsync_file", "reserve_space", "remove_temporaries", "written_as", "why"]
 
 #: another host's temporary files are removed once nothing was written to them for this long (seconds)
 STALE_ELSEWHERE = 24 * 3600
@@ -77,13 +77,17 @@ def reserve_space(path: str | os.PathLike[str], nbytes: int) -> bool:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host runs (a zombie, dead but not yet reaped, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # someone else's process
         return True
-    return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):  # no /proc (not Linux): the signal said it exists
+        return True
 
 
 def remove_temporaries(folder: str | os.PathLike[str], *, pid: int | None = None) -> list[Path]:
@@ -173,5 +177,11 @@ def written_as(path: str | os.PathLike[str], what: str) -> Iterator[None]:
     try:
         yield
     except (OSError, RuntimeError) as err:
-        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err).split("\n")[0]
-        raise OutputError(f"cannot write {what} {path}: {reason}") from err
+        raise OutputError(f"cannot write {what} {path}: {why(err)}") from err
+
+
+def why(err: BaseException) -> str:
+    """The reason of an I/O error in a few words: "No space left on device" rather than HDF5's
+    multi-line account of the failed write."""
+    code = getattr(err, "errno", None)
+    return os.strerror(code) if code else str(err).split("\n")[0]
