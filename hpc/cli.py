@@ -1,8 +1,9 @@
 """The ``xreduce`` command line: parse arguments, load the config, call :mod:`hpc.commands`.
 
-Exit codes: 0 all done; 1 some chunks failed or another xreduce error; 2 bad config or usage;
-130 interrupted. Heavy modules (Hydra, numpy, the commands) are imported only when a subcommand
-runs, so that ``xreduce --help`` stays fast.
+Exit codes: 0 all done; 1 some chunks failed or another xreduce error (a file that cannot be
+written included); 2 bad config or usage; 130 interrupted; 143 terminated (SIGTERM). Heavy modules
+(Hydra, numpy, the commands) are imported only when a subcommand runs, so that ``xreduce --help``
+stays fast.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
+import threading
 import traceback
 from pathlib import Path
 from typing import Any
@@ -19,7 +22,7 @@ from .about import REQUIRABLE, installed_version
 
 __all__ = ["main"]
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 
 _OVERRIDES_HELP = ("Hydra overrides: campaign=my_exp reduction=azint2d reduction.npt=2000 backend.workers=8 "
                    "(see docs/config.md)")
@@ -179,15 +182,41 @@ def main(argv: list[str] | None = None) -> int:
 
     from .errors import ConfigError
 
+    previous = _on_sigterm()
     try:
         return int(_dispatch(args))
     except ConfigError as err:
         return _report(err, EXIT_USAGE, args.verbose)
     except XReduceError as err:
         return _report(err, EXIT_FAILED, args.verbose)
+    except OSError as err:  # a file xreduce could not write (disk full, quota, read-only): one line, its name
+        return _report(err, EXIT_FAILED, args.verbose)
     except KeyboardInterrupt:
         print("xreduce: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except _Terminated:
+        print("xreduce: terminated (SIGTERM); finished chunks are kept, `xreduce run` again goes on",
+              file=sys.stderr)
+        return EXIT_TERMINATED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class _Terminated(BaseException):
+    """SIGTERM (kill, Slurm's scancel, a container stopping): unwind like Ctrl-C, so that worker
+    processes are ended and temporary files removed on the way out."""
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    raise _Terminated
+
+
+def _on_sigterm() -> Any:
+    """Handle SIGTERM while a command runs (main thread only); the previous handler, to put back."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _terminated)
 
 
 def _report(err: Exception, code: int, verbose: int) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -18,7 +19,7 @@ from typing import Any
 from tqdm import tqdm
 
 from reduction.errors import XReduceError
-from reduction.step import MasterEntry, Step, get_kind
+from reduction.step import MasterEntry, Step, get_kind, remove_temporaries
 
 from .backends import get_backend, submitting, waiting
 from .errors import BackendError, ConfigError
@@ -32,7 +33,10 @@ log = logging.getLogger(__name__)
 
 
 def _say(text: str = "") -> None:
-    print(text, flush=True)
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:  # `xreduce run | head -1`: the reader is gone, the work and the merge go on
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _table(rows: list[list[Any]], header: list[str]) -> str:
@@ -47,11 +51,21 @@ def _table(rows: list[list[Any]], header: list[str]) -> str:
 # -- planning -----------------------------------------------------------------------------------
 def _make_plan(cfg: Any) -> Plan:
     from .config import config_hash, to_json
+    from .config_checks import check_output_writable
+
+    check_output_writable(cfg)
 
     config = json.loads(to_json(cfg))
     new = make_plan(cfg, config_hash(cfg), config)
     write_plan(new, Path(cfg.campaign.output))
     return new
+
+
+def _remove_temporaries(output: Path) -> None:
+    """Remove what writers that died (killed, node lost) left half-written in the output folder."""
+    for folder in (output, output / "chunks"):
+        for path in remove_temporaries(folder):
+            log.info("removed %s, left by a process that died", path)
 
 
 def _plan_summary(plan: Plan, states: list[ChunkState]) -> str:
@@ -119,6 +133,7 @@ def run(cfg: Any, client: Any = None) -> int:
     new = _make_plan(cfg)
     STEPS.put(new, step)  # chunks reduced in this process use it: built once
     output = Path(new.output)
+    _remove_temporaries(output)
     states = chunk_states(new, output)
     todo = [i for i, st in enumerate(states) if st.state != DONE]
     skipped = len(states) - len(todo)
@@ -195,6 +210,7 @@ def submit(cfg: Any, force: bool = False) -> int:
                            f"{backend.name}): {', '.join(running)}; wait for them (`xreduce status`), cancel "
                            "them (`xreduce cancel`), or submit anyway with --force")
     new = _make_plan(cfg)
+    _remove_temporaries(output)
     states = chunk_states(new, output)
     todo = [i for i, st in enumerate(states) if st.state != DONE]
     _say(f"{len(new.chunks)} chunks: {len(states) - len(todo)} already done, {len(todo)} to submit")

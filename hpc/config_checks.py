@@ -186,6 +186,25 @@ def _output(key: str, value: str | None, check_paths: bool) -> Any:
     return str(path)
 
 
+def check_output_writable(cfg: Any) -> None:
+    """``campaign.output`` must be a folder xreduce can create and write in: checked before any work
+    (a full disk is only found while writing). Only for the commands that write there; ``status``
+    reads a campaign on a read-only mount as well."""
+    value = cfg.campaign.output
+    path = _absolute(value)
+    existing = path
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "exists and is not a directory" if existing == path else f"{existing} is a file, not a folder"
+        raise ConfigError(f"campaign.output={value}: {what}")
+    if os.statvfs(existing).f_flag & os.ST_RDONLY:
+        raise ConfigError(f"campaign.output={value}: {existing} is on a read-only filesystem; choose a "
+                          "writable folder, e.g. campaign.output=/path/to/PROCESSED_DATA/...")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"campaign.output={value}: no permission to write in {existing}")
+
+
 
 
 def _slurm_time(key: str, value: str, check_paths: bool) -> Any:

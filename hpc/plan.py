@@ -19,7 +19,7 @@ from typing import Any
 from reduction.errors import XReduceError
 from reduction.step import Kind, atomic_output, get_kind
 
-from .errors import PlanError
+from .errors import ConfigError, PlanError
 
 __all__ = ["Chunk", "Plan", "make_plan", "write_plan", "read_plan", "chunk_id", "PLAN_NAME"]
 
@@ -96,8 +96,8 @@ def make_plan(cfg: Any, config_hash: str, config: dict[str, Any]) -> Plan:
     datasets = kind.datasets(camp.raw_data, list(camp.datasets) if camp.datasets else None)
     if not datasets:
         patterns = ", ".join(camp.datasets or ["(default: every dataset master file)"])
-        raise PlanError(f"no dataset master file under campaign.raw_data = {camp.raw_data} matches "
-                        f"campaign.datasets = {patterns}")
+        raise ConfigError(f"no dataset master file under campaign.raw_data = {camp.raw_data} matches "
+                          f"campaign.datasets = {patterns}")
     chunks: list[Chunk] = []
     pending: list[dict[str, str]] = []
     for dataset in map(str, datasets):
@@ -121,6 +121,9 @@ def make_plan(cfg: Any, config_hash: str, config: dict[str, Any]) -> Plan:
             for start, stop in kind.partition(scan.nframes, per_chunk):
                 chunks.append(Chunk(id=chunk_id(dataset, scan.scan, start, stop, config_hash), start=start,
                                     stop=stop, nframes_scan=scan.nframes, **base))
+    if not chunks and not pending:
+        raise ConfigError(f"campaign.scans = {camp.scans!r} matches no scan of the {len(datasets)} dataset(s) under "
+                          f"campaign.raw_data = {camp.raw_data}")
     return Plan(campaign=camp.name, output=str(camp.output), config_hash=config_hash, config=config,
                 chunks=chunks, pending_scans=pending, groups=[[i] for i in range(len(chunks))],
                 created=datetime.now(timezone.utc).isoformat(timespec="seconds"))

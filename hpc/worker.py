@@ -14,7 +14,7 @@ from reduction.step import Step
 from .plan import Chunk, Plan, read_plan
 from .state import ChunkPaths, clear_failure, record_failure
 
-__all__ = ["Outcome", "process_chunk", "StepCache", "STEPS", "chunk_task"]
+__all__ = ["Outcome", "process_chunk", "StepCache", "STEPS", "chunk_task", "note_failure"]
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +67,22 @@ def process_chunk(plan: Plan, chunk: Chunk, steps: StepCache) -> Outcome:
         nframes = step(asdict(chunk), paths.result, config_hash=plan.config_hash, config_json=plan.config_json)
     except Exception as exc:  # the chunk fails, the campaign goes on
         log.debug("chunk %s failed", chunk.id, exc_info=True)
-        record_failure(paths, chunk, exc)
-        return Outcome(chunk.id, False, 0, time.perf_counter() - start, f"{type(exc).__name__}: {exc}")
+        unrecorded = note_failure(paths, chunk, exc)
+        return Outcome(chunk.id, False, 0, time.perf_counter() - start, f"{type(exc).__name__}: {exc}{unrecorded}")
     clear_failure(paths)
     return Outcome(chunk.id, True, nframes, time.perf_counter() - start, engine=step.engine_used,
                    stages=dict(step.stages))
+
+
+def note_failure(paths: ChunkPaths, chunk: Chunk, exc: BaseException) -> str:
+    """Write the chunk's error record; when even that fails (the disk is full, the folder read-only)
+    return why, to append to the message: the failure is reported either way, never raised."""
+    try:
+        record_failure(paths, chunk, exc)
+    except OSError as err:
+        log.warning("chunk %s: cannot write its error record %s: %s", chunk.id, paths.error, err)
+        return f" (error record not written: {err.strerror or err})"
+    return ""
 
 
 #: This process's steps: the command's own (``xreduce run`` keeps the step it built to check the config,

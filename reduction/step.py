@@ -16,7 +16,8 @@ so a third-party kind is one package and one registration::
 
 ``hpc`` imports from ``reduction`` only this module, :mod:`reduction.errors` and the demo writer;
 this module also hands on the two helpers both sides use for the files and programs they share:
-:func:`atomic_output` (write, flush, rename into place) and :func:`call` (run a program, errors named).
+:func:`atomic_output` (write, flush, rename into place), :func:`remove_temporaries` (what writers that
+died left behind) and :func:`call` (run a program, errors named).
 """
 
 from __future__ import annotations
@@ -29,13 +30,13 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from .errors import XReduceError
-from .io.files import atomic_output
+from .io.files import atomic_output, remove_temporaries
 from .io.process import call
 
 __all__ = ["MISSING", "MERGE_MODES", "KeyRule", "key", "rules", "ReductionConfig", "Step", "Kind", "ScanInfo",
            "MasterEntry", "MergeReport", "StageRate", "BenchReport", "SelfCheck", "SelfTest", "OK", "UNAVAILABLE",
            "FAILED", "ENTRY_POINT_GROUP", "kinds", "reload_kinds", "get_kind", "broken_kinds", "atomic_output",
-           "call", "UnknownKind"]
+           "call", "UnknownKind", "remove_temporaries"]
 
 #: How a kind's merge writes per-frame data: virtual datasets over the chunk files, or a self-contained copy.
 MERGE_MODES = ("vds", "copy")

@@ -22,7 +22,7 @@ import h5py
 import numpy as np
 
 from reduction.errors import OutputError
-from reduction.io.files import PendingFile
+from reduction.io.files import PendingFile, why
 from reduction.io.merge import chunk_file_matches
 from reduction.io.nexus import attr_value, read_result
 
@@ -38,6 +38,8 @@ KINDS = ("azint1d", "azint2d")
 FRAME_FIELDS = ("intensity", "sigma", "signal", "variance", "normalization", "count")
 _AXES_1D = ("radial", "radial_edges")
 _AXES_2D = _AXES_1D + ("azimuthal", "azimuthal_edges")
+#: bytes reserved beyond the header text and the data, for HDF5's object headers and heaps
+_SLACK = 64 << 10
 _FLAGS = ("solid_angle_applied", "polarization_applied", "normalization_applied", "monitor_applied")
 
 
@@ -115,6 +117,7 @@ class ChunkWriter:
         try:
             self._pending = PendingFile(self.path)
             self._file = h5py.File(self._pending.tmp, "w")
+            self._pending.reserve(self._header_bytes())  # a full disk fails here, not in an HDF5 write
             self._write_header(__version__)
         except BaseException as exc:
             if self._file is not None:
@@ -123,9 +126,14 @@ class ChunkWriter:
             if self._pending is not None:
                 self._pending.discard()
             if isinstance(exc, OSError):
-                raise OutputError(f"cannot create chunk file {self.path}: {exc}") from exc
+                raise OutputError(f"cannot create chunk file {self.path}: {why(exc)}") from exc
             raise
         return self
+
+    def _header_bytes(self) -> int:
+        """Room for the header (attributes, monitor) and HDF5's own bookkeeping, generously."""
+        meta = self.meta
+        return _SLACK + 2 * (len(meta.poni) + len(meta.config_json)) + 8 * meta.nframes
 
     def _write_header(self, version: str) -> None:
         meta, f = self.meta, self._file
@@ -158,7 +166,7 @@ class ChunkWriter:
                 file.close()
             except Exception as close_exc:  # noqa: BLE001 - e.g. disk full while flushing
                 if exc_type is None:
-                    raise OutputError(f"cannot write chunk file {self.tmp}: {close_exc}") from close_exc
+                    raise OutputError(f"cannot write chunk file {self.tmp}: {why(close_exc)}") from close_exc
                 return
             if exc_type is not None:
                 return
@@ -170,7 +178,7 @@ class ChunkWriter:
             try:
                 self._pending.commit()  # on disk before it counts as done: a node may die right after
             except OSError as err:
-                raise OutputError(f"cannot rename {self.tmp} to {self.path}: {err}") from err
+                raise OutputError(f"cannot rename {self.tmp} to {self.path}: {why(err)}") from err
         finally:
             self._pending.discard()
 
@@ -216,15 +224,20 @@ class ChunkWriter:
     def _create(self, result: IntegrationResult, axes: dict[str, np.ndarray], frame_shape: tuple[int, ...]) -> None:
         f = self._file
         assert f is not None
+        fields = [name for name in FRAME_FIELDS if getattr(result, name) is not None]
+        data = 8 * (len(fields) * self.meta.nframes * math.prod(frame_shape) + sum(a.size for a in axes.values()))
+        try:
+            self._pending.reserve(self._header_bytes() + data)  # type: ignore[union-attr]
+        except OSError as err:
+            raise OutputError(f"no room for chunk file {self.path} ({self._header_bytes() + data} bytes): "
+                              f"{err.strerror}") from err
         f.attrs.update({"unit": result.unit, "splitting": result.splitting,
                         "error_model": "none" if result.variance is None else "poisson"})
         for name, values in axes.items():
             f.create_dataset(name, data=values)
-        for name in FRAME_FIELDS:
-            if getattr(result, name) is not None:
-                # contiguous, uncompressed: read through virtual datasets by the master file, fast both ways
-                f.create_dataset(name, shape=(self.meta.nframes, *frame_shape), dtype=np.float64,
-                                 fillvalue=np.nan)
+        for name in fields:
+            # contiguous, uncompressed: read through virtual datasets by the master file, fast both ways
+            f.create_dataset(name, shape=(self.meta.nframes, *frame_shape), dtype=np.float64, fillvalue=np.nan)
         self._axes = axes
 
 

@@ -43,12 +43,18 @@ class AzintConfig(ReductionConfig):
     device: str = key("auto", pattern=r"auto|cpu|gpu|\d+:\d+", hint=_DEVICE_HINT, hashed=False)  # OpenCL device
 
 
+#: More bins than this along an axis only cost memory (a detector's diagonal is ~10^4 pixels): refused up
+#: front instead of every chunk failing for want of memory.
+MAX_BINS, MAX_AZIMUTHAL_BINS = 100_000, 36_000
+_BINS_HINT = "more radial bins than a detector has pixels along its diagonal only cost memory"
+
+
 @dataclass
 class Azint1dConfig(AzintConfig):
     """``reduction=azint1d``: one pattern I(radial) per frame."""
 
     kind: str = "azint1d"
-    npt: int = key(1000, positive=True)
+    npt: int = key(1000, positive=True, between=(1, MAX_BINS), hint=_BINS_HINT)
 
 
 @dataclass
@@ -57,5 +63,5 @@ class Azint2dConfig(AzintConfig):
 
     kind: str = "azint2d"
     unit: str = key("2th_deg", choices=tuple(RADIAL_UNITS))
-    npt_rad: int = key(500, positive=True)
-    npt_azim: int = key(360, positive=True)
+    npt_rad: int = key(500, positive=True, between=(1, MAX_BINS), hint=_BINS_HINT)
+    npt_azim: int = key(360, positive=True, between=(1, MAX_AZIMUTHAL_BINS), hint="0.01° bins at the finest")

@@ -62,7 +62,7 @@ import numpy as np
 
 from reduction.errors import GeometryError, OutputError
 from reduction.io.bliss import HC_KEV_ANGSTROM
-from reduction.io.files import atomic_output
+from reduction.io.files import atomic_output, written_as
 from reduction.io.merge import (
     GoodChunk,
     MergeReport,
@@ -476,7 +476,7 @@ def write_preview(master: Path | str, png: Path | str, *, max_rows: int = 2000) 
     ax_mean.set_ylabel("mean I (arbitrary units)")
     ax_mean.legend(fontsize=7, loc="upper left")
     ax_mean.grid(alpha=0.3)
-    with atomic_output(png) as tmp:
+    with written_as(png, "preview"), atomic_output(png) as tmp:
         fig.savefig(tmp, format="png")
     return png
 

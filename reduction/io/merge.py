@@ -24,13 +24,14 @@ import numpy as np
 from reduction.errors import OutputError
 from reduction.step import MERGE_MODES
 
-from .files import atomic_output
+from .files import atomic_output, reserve_space, written_as
 from .nexus import PROGRAM, now, nx_group, open_readonly, relative_name, str_array, vds_source_name
 
 __all__ = ["MissingChunk", "GoodChunk", "EntryReport", "MergeReport", "cover", "identity_problem",
            "chunk_file_matches", "frame_dataset", "write_chunk_table", "write_master_file"]
 
 _COPY_BLOCK_BYTES = 64 << 20
+_MASTER_SLACK, _VDS_BYTES_PER_CHUNK = 256 << 10, 16 << 10
 
 
 @dataclass(frozen=True)
@@ -247,6 +248,15 @@ E = TypeVar("E", bound=_Entry)
 P = TypeVar("P", bound=_Inspected)
 
 
+def _master_bytes(mode: str, inspected: Sequence[_Inspected]) -> int:
+    """A generous size of the master file, reserved before HDF5 writes any of it (a full disk then
+    fails cleanly): the chunk files' data in copy mode, else the virtual datasets' mappings."""
+    good = [g for p in inspected for g in p.good]
+    if mode == "copy":
+        return _MASTER_SLACK + sum(g.path.stat().st_size for g in good)
+    return _MASTER_SLACK + _VDS_BYTES_PER_CHUNK * len(good)
+
+
 def write_master_file(path: Path | str, entries: Sequence[E], *, mode: str, inspect: Callable[[E], P],
                       write_entry: Callable[[h5py.File, P, str, Path], None]) -> MergeReport:
     """Write the master file ``path``: an NXroot with one entry per item of ``entries`` that has a
@@ -276,13 +286,12 @@ def write_master_file(path: Path | str, entries: Sequence[E], *, mode: str, insp
     master_dir.mkdir(parents=True, exist_ok=True)
     from reduction import __version__
 
-    try:
-        with atomic_output(path) as tmp, h5py.File(tmp, "w", track_order=True) as f:  # entries in the order given
+    with written_as(path, "master file"), atomic_output(path) as tmp:
+        with h5py.File(tmp, "w", track_order=True) as f:  # entries in the order given
+            reserve_space(tmp, _master_bytes(mode, [p for _, p in writable]))
             f.attrs.update({"NX_class": "NXroot", "default": writable[0][0].name, "file_name": path.name,
                             "file_time": now(), "creator": f"{PROGRAM} {__version__}",
                             "HDF5_Version": h5py.version.hdf5_version, "h5py_version": h5py.version.version})
             for _, plan in writable:
                 write_entry(f, plan, mode, master_dir)
-    except OSError as exc:
-        raise OutputError(f"cannot write master file {path}: {exc}") from exc
     return MergeReport(path, mode, reports, time.perf_counter() - started)

@@ -26,7 +26,7 @@ import h5py
 import numpy as np
 
 from reduction.errors import OutputError
-from reduction.io.files import atomic_output
+from reduction.io.files import atomic_output, written_as
 from reduction.io.merge import (
     GoodChunk,
     MergeReport,
@@ -139,6 +139,6 @@ def write_preview(master: Path | str, png: Path | str) -> Path:
         ax_total.legend(fontsize=7, loc="best")
     for ax in (ax_total, ax_max):
         ax.grid(alpha=0.3)
-    with atomic_output(png) as tmp:
+    with written_as(png, "preview"), atomic_output(png) as tmp:
         fig.savefig(tmp, format="png")
     return png

@@ -99,7 +99,7 @@ def _assert_valid(path: Path) -> None:
 
 
 def _no_temp_files(folder: Path) -> bool:
-    return not [p for p in folder.rglob("*") if ".tmp-" in p.name]
+    return not [p for p in folder.rglob("*") if p.name.endswith(".tmp")]
 
 
 # -- chunk files --------------------------------------------------------------------------------
