@@ -151,9 +151,14 @@ class CampaignLock:
             if held is not None:
                 active, why = held.active(self.jobs_active)
                 if active and not (over_jobs and held.jobs):
-                    remove = f"; if it is gone, remove {self.path}" if "another host" in why else ""
+                    if held.jobs:
+                        then = "cancel them (`xreduce cancel`), or `xreduce submit --force`"
+                    elif "another host" in why:
+                        then = f"stop that process; once it is gone, remove {self.path}"
+                    else:
+                        then = "stop that process"
                     raise CampaignBusy(f"campaign output {self.output} is locked by {held.describe()}: {why}. "
-                                       f"Wait for it (`xreduce status {self.output}`), or cancel it{remove}")
+                                       f"Wait for it (`xreduce status {self.output}`), or {then}")
                 log.warning("campaign lock %s of %s taken over (%s)", self.path, held.describe(), why)
             self._write(mine)
 

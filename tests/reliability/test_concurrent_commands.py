@@ -55,7 +55,7 @@ def test_a_plan_written_during_a_dask_run_changes_nothing_of_it(big, tmp_path) -
     saved (the campaign is locked), and the run ends with all its 64 chunks at npt=100."""
     out = tmp_path / "out"
     run = xreduce("run", *args(big, out, "backend=dask", "backend.workers=2"))
-    wait_for_file(out / "campaign.lock", run)
+    wait_for_file(out / "plan.json", run)  # written once the run holds the lock
     os.kill(run.pid, signal.SIGSTOP)  # certainly "during the run"
     try:
         code, printed = run_xreduce("plan", *args(big, out, "reduction.npt=500"))
