@@ -90,7 +90,8 @@ def _parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", parents=[common], help="(internal) run one task group of a plan",
                             description="Run the chunks of one task group of a plan (what a Slurm array "
                                         "task or an MPI rank runs).")
-    worker.add_argument("--plan", metavar="PATH", type=Path, required=True, help="the plan.json file")
+    worker.add_argument("--plan", metavar="PATH", type=Path, required=True,
+                        help="the plan: a snapshot plans/<hash12>.json (checked against its name) or a plan.json")
     what = worker.add_mutually_exclusive_group(required=True)
     what.add_argument("--group", metavar="N", type=int, help="task group index")
     what.add_argument("--merge", action="store_true", help="build the master files (the merge job)")

@@ -23,7 +23,8 @@ from reduction.step import MasterEntry, Step, get_kind, remove_temporaries
 
 from .backends import get_backend, submitting, waiting
 from .errors import BackendError, ConfigError
-from .plan import Plan, make_plan, read_plan, write_plan
+from .lock import CampaignLock, current_holder
+from .plan import Chunk, Plan, make_plan, read_plan, write_plan, write_snapshot
 from .state import DONE, FAILED, PENDING, ChunkPaths, ChunkState, chunk_states
 from .worker import STEPS, Outcome, process_chunk
 
@@ -49,7 +50,7 @@ def _table(rows: list[list[Any]], header: list[str]) -> str:
 
 
 # -- planning -----------------------------------------------------------------------------------
-def _make_plan(cfg: Any) -> Plan:
+def _make_plan(cfg: Any, *, save: bool = True) -> Plan:
     from .config import config_hash, to_json
     from .config_checks import check_output_writable
 
@@ -57,7 +58,8 @@ def _make_plan(cfg: Any) -> Plan:
 
     config = json.loads(to_json(cfg))
     new = make_plan(cfg, config_hash(cfg), config)
-    write_plan(new, Path(cfg.campaign.output))
+    if save:
+        write_plan(new, Path(cfg.campaign.output))
     return new
 
 
@@ -66,6 +68,17 @@ def _remove_temporaries(output: Path) -> None:
     for folder in (output, output / "chunks"):
         for path in remove_temporaries(folder):
             log.info("removed %s, left by a process that died", path)
+
+
+def _jobs_active(output: Path) -> Any:
+    """For the campaign lock: which of a submission's jobs the submitting backends see queued or running."""
+    def active(jobs: list[str]) -> list[str]:
+        return [job for backend in submitting().values() for job in backend.active_jobs(output) if job in jobs]
+    return active
+
+
+def _lock(output: Path, command: str) -> CampaignLock:
+    return CampaignLock(output, command, _jobs_active(output))
 
 
 def _plan_summary(plan: Plan, states: list[ChunkState]) -> str:
@@ -92,10 +105,17 @@ def _plan_summary(plan: Plan, states: list[ChunkState]) -> str:
 
 
 def plan(cfg: Any) -> int:
-    """Discover and partition; print a summary table."""
-    new = _make_plan(cfg)
+    """Discover and partition; print a summary table. While a campaign runs on the output (its lock is
+    held), ``plan.json`` is left as that campaign's: this plan is shown, not saved."""
+    output = Path(cfg.campaign.output)
+    holder = current_holder(output, _jobs_active(output)) if output.is_dir() else None
+    new = _make_plan(cfg, save=holder is None)
     _say(_plan_summary(new, chunk_states(new, Path(new.output))))
-    _say(f"\nplan: {Path(new.output) / 'plan.json'} ({len(new.chunks)} chunks, config {new.config_hash[:12]})")
+    if holder is not None:
+        _say(f"\nplan not saved: the campaign in {output} is being run by {holder.describe()}; "
+             f"{output / 'plan.json'} stays its plan ({len(new.chunks)} chunks shown, config {new.config_hash[:12]})")
+    else:
+        _say(f"\nplan: {output / 'plan.json'} ({len(new.chunks)} chunks, config {new.config_hash[:12]})")
     for pending in new.pending_scans:
         _say(f"unfinished: {pending['dataset']} scan {pending['scan']} ({pending['reason']}): "
              "picked up by the next run")
@@ -130,7 +150,14 @@ def run(cfg: Any, client: Any = None) -> int:
     if not backend.is_root:  # an SPMD rank other than the root: serve chunks, nothing else
         backend.serve()
         return 0
+    with _lock(Path(cfg.campaign.output), "run"):  # a second run or submit on this output is refused
+        return _run_locked(cfg, step, backend)
+
+
+def _run_locked(cfg: Any, step: Step, backend: Any) -> int:
+    """``run`` once the campaign lock is held: plan, reduce the chunks still to do, merge, report."""
     new = _make_plan(cfg)
+    write_snapshot(new)  # the run's work order: what its workers read, whatever is planned meanwhile
     STEPS.put(new, step)  # chunks reduced in this process use it: built once
     output = Path(new.output)
     _remove_temporaries(output)
@@ -141,6 +168,7 @@ def run(cfg: Any, client: Any = None) -> int:
          f"{cfg.backend.name} → {output}")
     if not todo and backend.spmd:  # the root opens and closes its executor: the other ranks stop serving
         backend.run(new, [], lambda outcome: None)
+    stages: Counter[str] = Counter()
     if todo:
         # the merge's imports (a plotting library) load while the chunks run, not after them
         warm_up = threading.Thread(target=new.kind.warm_up, name="xreduce-warm-up", daemon=True)
@@ -150,7 +178,6 @@ def run(cfg: Any, client: Any = None) -> int:
         with tqdm(total=total, unit="frame", desc="reducing", disable=None, file=sys.stderr,
                   dynamic_ncols=True) as bar:
             engines: set[str] = set()
-            stages: Counter[str] = Counter()
 
             def on_outcome(outcome: Outcome) -> None:
                 index = index_of[outcome.chunk_id]
@@ -209,14 +236,23 @@ def submit(cfg: Any, force: bool = False) -> int:
         raise BackendError(f"campaign {cfg.campaign.name} still has jobs queued or running (backend="
                            f"{backend.name}): {', '.join(running)}; wait for them (`xreduce status`), cancel "
                            "them (`xreduce cancel`), or submit anyway with --force")
-    new = _make_plan(cfg)
-    _remove_temporaries(output)
-    states = chunk_states(new, output)
-    todo = [i for i, st in enumerate(states) if st.state != DONE]
-    _say(f"{len(new.chunks)} chunks: {len(states) - len(todo)} already done, {len(todo)} to submit")
-    if not todo:
-        return merge_plan(new, states)
-    _say(backend.submit(new, todo).summary())
+    lock = _lock(output, "submit")
+    lock.acquire(over_jobs=force)  # refused while a run, or (without --force) this campaign's jobs, go on
+    try:
+        new = _make_plan(cfg)
+        _remove_temporaries(output)
+        states = chunk_states(new, output)
+        todo = [i for i, st in enumerate(states) if st.state != DONE]
+        _say(f"{len(new.chunks)} chunks: {len(states) - len(todo)} already done, {len(todo)} to submit")
+        if not todo:
+            lock.release()
+            return merge_plan(new, states)
+        submitted = backend.submit(new, todo)
+    except BaseException:
+        lock.release()
+        raise
+    lock.hand_to_jobs(submitted.job_ids)  # held by the jobs until none is queued or running
+    _say(submitted.summary())
     _say(f"watch with `xreduce status {output}`")
     return 0
 
@@ -238,11 +274,14 @@ def _with_schedulers(output: Path, states: list[ChunkState]) -> list[ChunkState]
 
 # -- status ---------------------------------------------------------------------------------------
 def status(target: Any, as_json: bool = False) -> int:
-    """Done / failed / pending chunks with reasons, from the files of an output folder or a config."""
+    """Done / failed / pending chunks with reasons, and whether each master file is up to date, from the
+    files of an output folder or a config. Exit 1 when a chunk failed or a master needs a merge."""
     output = Path(target) if isinstance(target, (str, Path)) else Path(target.campaign.output)
     current = read_plan(output)
     states = _with_schedulers(output, chunk_states(current, output))
     counts = Counter(st.state for st in states)
+    masters = _masters(current, states)
+    merge_needed = [m for m in masters if m["state"] == "merge needed"]
     if as_json:
         print(json.dumps({
             "campaign": current.campaign, "output": str(output), "config_hash": current.config_hash,
@@ -250,6 +289,7 @@ def status(target: Any, as_json: bool = False) -> int:
             "frames": {"total": current.nframes,
                        "done": sum(st.chunk.nframes for st in states if st.state == DONE)},
             "unfinished_scans": current.pending_scans,
+            "merge_needed": bool(merge_needed), "masters": masters,
             "chunks": [{"id": st.chunk.id, "dataset": st.chunk.dataset, "scan": st.chunk.scan,
                         "frames": [st.chunk.start, st.chunk.stop], "state": st.state, "reason": st.reason}
                        for st in states]}, indent=1))
@@ -261,7 +301,10 @@ def status(target: Any, as_json: bool = False) -> int:
             _say(_failures(states))
         for pending in current.pending_scans:
             _say(f"unfinished: {pending['dataset']} scan {pending['scan']} ({pending['reason']})")
-    return 1 if counts.get(FAILED) else 0
+        for m in masters:
+            if m["state"] == "merge needed":
+                _say(f"merge needed: {m['master']}: {m['reason']} (`xreduce merge` or `xreduce run` rebuilds it)")
+    return 1 if counts.get(FAILED) or merge_needed else 0
 
 
 # -- merging --------------------------------------------------------------------------------------
@@ -279,44 +322,110 @@ def _master_name(experiment: str) -> str:
     return experiment.strip("/").replace("/", "_") + ".nxs"
 
 
+def _experiments(current: Plan) -> dict[str, dict[tuple[str, str], list[Chunk]]]:
+    """Experiment → (dataset, scan) → its chunks."""
+    scans: dict[str, dict[tuple[str, str], list[Chunk]]] = defaultdict(lambda: defaultdict(list))
+    for chunk in current.chunks:
+        scans[chunk.experiment][(chunk.dataset, chunk.scan)].append(chunk)
+    return scans
+
+
 def merge_plan(current: Plan, states: list[ChunkState] | None = None) -> int:
     """Build one master file per experiment from the chunk files (missing chunks listed, not
-    zero-filled), by the plan's reduction kind; ``states``: the chunk states when already known."""
+    zero-filled), by the plan's reduction kind; ``states``: the chunk states when already known.
+
+    Each experiment stands alone: one whose chunks all failed gets no master (said so), the others
+    get theirs. Returns 1 when a master could not be written or misses frames, else 0."""
     output = Path(current.output)
     mode = current.config.get("merge", {}).get("mode", "vds")
     kind = current.kind
     done = {st.chunk.id for st in (states if states is not None else chunk_states(current, output))
             if st.state == DONE}
-    scans: dict[str, dict[tuple[str, str], list]] = defaultdict(lambda: defaultdict(list))
-    for chunk in current.chunks:
-        scans[chunk.experiment][(chunk.dataset, chunk.scan)].append(chunk)
-    missing_total = 0
-    for experiment, by_scan in sorted(scans.items()):
+    incomplete = False
+    for experiment, by_scan in sorted(_experiments(current).items()):
         entries = []
         for (dataset, scan), chunks in sorted(by_scan.items()):
             if all(c.problem for c in chunks):
                 continue  # nothing to show: the scan itself could not be read; status names it
             chunks = sorted(chunks, key=lambda c: c.start)
             parts = [(c.start, c.stop, ChunkPaths(output, c.id).result if c.id in done else None) for c in chunks]
-            missing_total += sum(part[2] is None for part in parts)
+            incomplete |= any(part[2] is None for part in parts)
             entries.append(MasterEntry(name=_entry_name(dataset, scan), dataset=dataset, scan=scan,
                                        nframes=chunks[0].nframes_scan, chunks=parts,
                                        chunk_ids=[c.id for c in chunks], beamline=_beamline(experiment)))
-        if not entries:
-            continue
         master = output / _master_name(experiment)
-        report = kind.merge(master, entries, mode=mode, config_json=current.config_json)
-        if not report.complete:
-            _say(report.summary())
-        preview = master.with_suffix(".png")
-        kind.preview(master, preview)
+        if not any(part[2] for entry in entries for part in entry.chunks):
+            incomplete = True
+            _say(f"master: {master} not written: none of the chunks of experiment {experiment} is done")
+            continue
+        try:
+            report = kind.merge(master, entries, mode=mode, config_json=current.config_json)
+            if not report.complete:
+                _say(report.summary())
+            preview = master.with_suffix(".png")
+            kind.preview(master, preview)
+        except XReduceError as exc:  # this experiment's master: the others are still written
+            incomplete = True
+            _say(f"master: {master} not written: {exc}")
+            continue
         _say(f"master: {master}\npreview: {preview}")
-    return 1 if missing_total else 0
+    return 1 if incomplete else 0
+
+
+def _masters(current: Plan, states: list[ChunkState]) -> list[dict[str, str]]:
+    """Whether each experiment's master file holds the finished chunks of this plan: "merged", "merge
+    needed" (missing, older than a chunk result, or holding another config's chunks: the reason says
+    which), or "incomplete" (chunks still to run: merged when they are done)."""
+    output = Path(current.output)
+    by_experiment: dict[str, list[ChunkState]] = defaultdict(list)
+    for st in states:
+        by_experiment[st.chunk.experiment].append(st)
+    out = []
+    for experiment, ours in sorted(by_experiment.items()):
+        master = output / _master_name(experiment)
+        done = {st.chunk.id for st in ours if st.state == DONE}
+        row = {"experiment": experiment, "master": str(master), "state": "merged", "reason": ""}
+        out.append(row)
+        if not done:
+            row.update(state="nothing to merge", reason="no chunk is done")
+            continue
+        if any(st.state not in (DONE, FAILED) for st in ours):
+            row.update(state="incomplete", reason="chunks still to run; merged when they are done")
+            continue
+        if not master.is_file():
+            row.update(state="merge needed", reason="no master file")
+            continue
+        try:
+            merged: set[str] | None = current.kind.merged_chunks(master)
+        except NotImplementedError:  # a kind that keeps no chunk table: only the file's age tells
+            merged = None
+        except XReduceError as exc:
+            row.update(state="merge needed", reason=str(exc))
+            continue
+        newest = max(ChunkPaths(output, cid).result.stat().st_mtime for cid in done)
+        merged = done if merged is None else merged
+        foreign = merged - {st.chunk.id for st in ours}
+        if foreign:
+            row.update(state="merge needed", reason=f"it holds {len(foreign)} chunk(s) of another config, not "
+                                                    f"of config {current.config_hash[:12]}")
+        elif done - merged:
+            row.update(state="merge needed", reason=f"{len(done - merged)} finished chunk(s) are not in it")
+        elif master.stat().st_mtime < newest:
+            row.update(state="merge needed", reason="it is older than the newest chunk result")
+    return out
 
 
 def merge(cfg: Any) -> int:
-    """(Re)build the master files of a campaign from its finished chunks."""
-    return merge_plan(read_plan(Path(cfg.campaign.output)))
+    """(Re)build the master files of a campaign from its finished chunks; failed chunks are listed."""
+    output = Path(cfg.campaign.output)
+    with _lock(output, "merge"):
+        current = read_plan(output)
+        states = chunk_states(current, output)
+        code = merge_plan(current, states)
+        if any(st.state == FAILED for st in states):
+            _say(_failures(states))
+            return 1
+        return code
 
 
 # -- worker ---------------------------------------------------------------------------------------

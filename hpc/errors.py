@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from reduction.errors import XReduceError
 
-__all__ = ["XReduceError", "ConfigError", "PlanError", "BackendError"]
+__all__ = ["XReduceError", "ConfigError", "PlanError", "BackendError", "CampaignBusy"]
 
 
 class ConfigError(XReduceError):
@@ -22,3 +22,7 @@ class PlanError(XReduceError):
 
 class BackendError(XReduceError):
     """A backend cannot run, submit to or query its scheduler (local pool, Slurm, Dask, MPI)."""
+
+
+class CampaignBusy(XReduceError):
+    """Another ``run``/``submit``/``merge`` (or its Slurm jobs) holds the campaign lock of the output folder."""

@@ -4,6 +4,12 @@ A chunk's id is derived from what it reduces (dataset file, scan, frame range) a
 config hash), so a re-run finds finished chunks by name and a changed reduction parameter gives
 new ids, hence new work. The plan is written once into the output folder; every worker reads
 the same file.
+
+The plan is written twice: ``plan.json``, the latest plan (what ``status`` and people read, replaced
+by each ``plan``/``run``), and an immutable snapshot ``plans/<hash12>.json`` named by the sha256 of
+its content — the work order a running campaign's workers read. A snapshot is written once and never
+rewritten (same name, same bytes); a worker checks the content against the name, so a new plan
+written while a campaign runs never changes what its workers do.
 """
 
 from __future__ import annotations
@@ -16,14 +22,18 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from reduction.errors import XReduceError
+from reduction.errors import RawDataPending, XReduceError
 from reduction.step import Kind, atomic_output, get_kind
 
 from .errors import ConfigError, PlanError
 
-__all__ = ["Chunk", "Plan", "make_plan", "write_plan", "read_plan", "chunk_id", "PLAN_NAME"]
+__all__ = ["Chunk", "Plan", "make_plan", "write_plan", "read_plan", "chunk_id", "PLAN_NAME", "PLANS_DIR",
+           "snapshot_path", "write_snapshot"]
 
 PLAN_NAME = "plan.json"
+#: the folder of the immutable plan snapshots, ``<output>/plans/<hash12>.json``
+PLANS_DIR = "plans"
+_DIGEST_CHARS = 12
 _FORMAT = "xreduce-plan-1"
 
 
@@ -86,6 +96,14 @@ class Plan:
         data["format"] = _FORMAT
         return json.dumps(data, indent=1)
 
+    def chunk(self, chunk_id: str) -> Chunk:
+        """The chunk with this id; PlanError when the plan has none (a worker given another plan's chunk)."""
+        for chunk in self.chunks:
+            if chunk.id == chunk_id:
+                return chunk
+        raise PlanError(f"chunk {chunk_id} is not in the plan of campaign {self.campaign} (config "
+                        f"{self.config_hash[:12]}): the worker was given another plan's chunk")
+
 
 def make_plan(cfg: Any, config_hash: str, config: dict[str, Any]) -> Plan:
     """Discover datasets and finished scans of the campaign and cut them into chunks, as the
@@ -104,8 +122,13 @@ def make_plan(cfg: Any, config_hash: str, config: dict[str, Any]) -> Plan:
         experiment = kind.experiment(dataset) or camp.name
         try:
             scans = kind.scans(dataset, camp.detector, camp.monitor, camp.scans)
-        except XReduceError as exc:  # e.g. BLISS is creating the file right now: try again next run
-            pending.append({"dataset": dataset, "scan": "*", "reason": f"unreadable master file: {exc}"})
+        except RawDataPending as exc:  # BLISS is creating the file right now: try again next run
+            pending.append({"dataset": dataset, "scan": "*", "reason": f"master file being written: {exc}"})
+            continue
+        except XReduceError as exc:  # damaged for good: a failure every run reports until it is fixed
+            chunks.append(Chunk(id=chunk_id(dataset, "*", 0, 0, config_hash), dataset=dataset, experiment=experiment,
+                                scan="*", detector=camp.detector, monitor=camp.monitor, start=0, stop=0,
+                                nframes_scan=0, problem=f"unreadable dataset master file: {exc}"))
             continue
         for scan in scans:
             base = dict(dataset=dataset, experiment=experiment, scan=scan.scan, detector=camp.detector,
@@ -137,13 +160,42 @@ def write_plan(plan: Plan, output: Path) -> Path:
     return path
 
 
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:_DIGEST_CHARS]
+
+
+def snapshot_path(plan: Plan) -> Path:
+    """Where the immutable snapshot of ``plan`` lies: ``<output>/plans/<hash12>.json``, named by its content."""
+    return Path(plan.output) / PLANS_DIR / f"{_digest(plan.to_json())}.json"
+
+
+def write_snapshot(plan: Plan) -> Path:
+    """Write the snapshot of ``plan`` unless it exists (same name, same content), and return its path.
+
+    This is the work order workers read: never rewritten, so that a plan written while a campaign
+    runs (another ``plan`` or ``run``) cannot change it.
+    """
+    path = snapshot_path(plan)
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_output(path) as tmp:
+            tmp.write_text(plan.to_json(), encoding="utf-8")
+    return path
+
+
 def read_plan(path: Path) -> Plan:
-    """Read a plan file written by :func:`write_plan`; PlanError naming the file if it is not one."""
+    """Read a plan file written by :func:`write_plan` or :func:`write_snapshot`; PlanError naming
+    the file if it is not one, or if a snapshot's content no longer matches the hash in its name."""
     path = Path(path)
     if path.is_dir():
         path = path / PLAN_NAME
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        if path.parent.name == PLANS_DIR and _digest(text) != path.stem:
+            raise PlanError(f"plan snapshot {path} was altered: its content hash is {_digest(text)}, not the "
+                            f"{path.stem} of its name; snapshots are written once and never edited: run "
+                            "`xreduce run` (or `submit`) again to plan afresh")
+        data = json.loads(text)
     except FileNotFoundError:
         raise PlanError(f"no plan at {path}: run `xreduce plan` (or `xreduce run`) for this campaign first") from None
     except (OSError, json.JSONDecodeError) as exc:

@@ -1,8 +1,9 @@
 """Chunk state lives in the filesystem: no database, no shared mutable file.
 
 A chunk is *done* when its result file exists (renamed into place atomically) and carries the
-chunk id and config hash it was made for; *failed* when an error record lies beside it; else
-*pending*. Thousands of concurrent workers on a parallel filesystem only ever create and rename
+chunk id and config hash it was made for; *failed* when an error record lies beside it, or when
+planning found its scan (or its whole dataset file) unreadable; else *pending*. Thousands of
+concurrent workers on a parallel filesystem only ever create and rename
 their own files.
 """
 
@@ -71,6 +72,8 @@ def chunk_states(plan: Plan, output: Path) -> list[ChunkState]:
         paths = ChunkPaths(output, chunk.id)
         if kind.is_done(paths.result, chunk.id, plan.config_hash):
             states.append(ChunkState(chunk, DONE))
+        elif chunk.problem:  # planning found it cannot be reduced: failed before any worker tries
+            states.append(ChunkState(chunk, FAILED, f"{chunk.dataset} scan {chunk.scan}: {chunk.problem}"))
         elif paths.error.exists():
             states.append(ChunkState(chunk, FAILED, _read_error(paths.error)))
         else:

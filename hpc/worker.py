@@ -91,13 +91,16 @@ STEPS = StepCache()
 _PLANS: dict[str, Plan] = {}
 
 
-def chunk_task(plan_path: str, index: int) -> Outcome:
-    """Chunk ``index`` of the plan at ``plan_path``, for pool backends (Dask workers, MPI ranks).
+def chunk_task(snapshot: str, chunk_id: str) -> Outcome:
+    """Chunk ``chunk_id`` of the plan snapshot at ``snapshot`` (``<output>/plans/<hash12>.json``), for
+    pool backends (Dask workers, MPI ranks).
 
-    Module-level so that it is pickled by reference; the plan and the step are cached for the
-    life of the worker process, so its integrator is built (or loaded) once.
+    A snapshot is immutable and checked against the hash in its name when read, and the chunk is
+    found by id, not by position: a plan written while the campaign runs cannot change this work.
+    Module-level so that it is pickled by reference; the plan and the step are cached for the life
+    of the worker process, so its integrator is built (or loaded) once.
     """
-    if plan_path not in _PLANS:
-        _PLANS[plan_path] = read_plan(Path(plan_path))
-    plan = _PLANS[plan_path]
-    return process_chunk(plan, plan.chunks[index], STEPS)
+    if snapshot not in _PLANS:
+        _PLANS[snapshot] = read_plan(Path(snapshot))
+    plan = _PLANS[snapshot]
+    return process_chunk(plan, plan.chunk(chunk_id), STEPS)

@@ -6,7 +6,8 @@ One hierarchy rooted in :class:`XReduceError`; ``hpc`` re-uses it (``reduction``
 
 from __future__ import annotations
 
-__all__ = ["XReduceError", "GeometryError", "IntegrationError", "RawDataError", "OutputError", "EngineUnavailable"]
+__all__ = ["XReduceError", "GeometryError", "IntegrationError", "RawDataError", "RawDataPending", "OutputError",
+           "EngineUnavailable"]
 
 
 class XReduceError(Exception):
@@ -23,6 +24,11 @@ class IntegrationError(XReduceError):
 
 class RawDataError(XReduceError):
     """Raw data (BLISS master files, lima files, counters, masks) are missing, truncated or malformed."""
+
+
+class RawDataPending(RawDataError):
+    """Raw data still being written (e.g. a dataset file BLISS has just created): not an error yet,
+    to be tried again later, unlike a file that is damaged for good."""
 
 
 class OutputError(XReduceError):

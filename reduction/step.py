@@ -247,6 +247,13 @@ class Kind:
         chunks of a run are reduced, so that a run does not pay those imports (a plotting library, for
         instance) after its last frame. Default: nothing."""
 
+    def merged_chunks(self, master: Path) -> set[str]:
+        """The ids of the chunks the master file ``master`` holds (``status`` compares them with the
+        finished chunks to tell a stale master). Raises XReduceError naming the file when it cannot be
+        read. A kind whose merge writes chunk tables (:func:`reduction.io.merge.write_chunk_table`)
+        returns :func:`reduction.io.merge.merged_chunk_ids`; without it, only the file's age is checked."""
+        raise NotImplementedError
+
     def selftest(self, device: str = "auto", require: Sequence[str] = ()) -> SelfTest:
         """Known-answer checks that this kind works on this machine. ``device``: the engine device to
         test; ``require``: parts the user needs (a check for each, even where it cannot run here)."""

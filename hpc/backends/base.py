@@ -28,6 +28,11 @@ class Submitted(Protocol):
 
     folder: str
 
+    @property
+    def job_ids(self) -> list[str]:
+        """The scheduler's ids of the jobs submitted (they hold the campaign lock while queued or running)."""
+        ...
+
     def summary(self) -> str:
         """The jobs submitted, in a few lines for the terminal."""
         ...

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..container import container_for
 from ..errors import BackendError
-from ..plan import Plan
+from ..plan import Plan, write_snapshot
 from ..slurm_units import mebibytes
 from ..state import ChunkPaths, record_failure
 from ..worker import Outcome, chunk_task
@@ -30,10 +30,10 @@ __all__ = ["DaskBackend", "jobqueue_parameters"]
 log = logging.getLogger(__name__)
 
 
-def _task(plan_path: str, index: int, threads: int) -> Outcome:
-    """One chunk on a Dask worker, with the worker's share of the cores for the engine."""
+def _task(snapshot: str, chunk_id: str, threads: int) -> Outcome:
+    """One chunk of a plan snapshot on a Dask worker, with the worker's share of the cores for the engine."""
     os.environ.setdefault("XREDUCE_THREADS", str(threads))
-    return chunk_task(plan_path, index)
+    return chunk_task(snapshot, chunk_id)
 
 
 def jobqueue_parameters(cfg: Any) -> dict[str, Any]:
@@ -138,9 +138,10 @@ class DaskBackend(Backend):
         try:
             if getattr(client, "dashboard_link", None):
                 log.warning("Dask dashboard: %s", client.dashboard_link)
-            plan_path = str(Path(plan.output) / "plan.json")
+            snapshot = str(write_snapshot(plan))  # the workers' work order: immutable, whatever is planned meanwhile
             threads = self._engine_threads()
-            index_of = {client.submit(_task, plan_path, index, threads, key=f"xreduce-{plan.chunks[index].id}",
+            index_of = {client.submit(_task, snapshot, plan.chunks[index].id, threads,
+                                      key=f"xreduce-{plan.chunks[index].id}",
                                       retries=int(self.cfg.retries), pure=False): index for index in chunk_indices}
             for future in distributed.as_completed(list(index_of)):
                 try:

@@ -15,11 +15,10 @@ import importlib.util
 import os
 from collections.abc import Callable, Sequence
 from functools import cached_property
-from pathlib import Path
 from typing import Any, cast
 
 from ..errors import BackendError
-from ..plan import Plan
+from ..plan import Plan, write_snapshot
 from ..worker import Outcome, chunk_task
 from .base import Backend
 
@@ -70,10 +69,10 @@ class MPIBackend(Backend):
 
         from mpi4py.futures import MPICommExecutor, MPIPoolExecutor
 
-        plan_path = str(Path(plan.output) / "plan.json")
+        snapshot = str(write_snapshot(plan))  # the ranks' work order: immutable, whatever is planned meanwhile
         with MPICommExecutor(self.comm, root=0) as executor:
             # run() is called on the root, which gets an MPIPoolExecutor (mpi4py types it Self | None)
             pool = cast(MPIPoolExecutor, executor)
-            futures = [pool.submit(chunk_task, plan_path, index) for index in chunk_indices]
+            futures = [pool.submit(chunk_task, snapshot, plan.chunks[index].id) for index in chunk_indices]
             for future in as_completed(futures):
                 on_outcome(future.result())

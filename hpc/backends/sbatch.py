@@ -15,7 +15,7 @@ from typing import Any
 
 from ..container import Container
 from ..errors import BackendError
-from ..plan import PLAN_NAME, Plan
+from ..plan import Plan, snapshot_path
 
 __all__ = ["array_script", "merge_script", "mpi_script", "jobs_dir"]
 
@@ -54,32 +54,33 @@ def _directives(backend: Any, *, for_array: bool) -> str:
     return "\n".join(f"#SBATCH {line}" for line in lines if line)
 
 
-def _common(folder: Path, backend: Any) -> dict[str, str]:
-    """What every script of a submission shares: its log folder, plan and setup lines."""
-    return dict(log_dir=shlex.quote(str(folder / "logs")), plan=shlex.quote(str(folder / PLAN_NAME)),
+def _common(plan: Plan, folder: Path, backend: Any) -> dict[str, str]:
+    """What every script of a submission shares: its log folder, plan snapshot (the immutable work
+    order, :func:`hpc.plan.snapshot_path`) and setup lines."""
+    return dict(log_dir=shlex.quote(str(folder / "logs")), plan=shlex.quote(str(snapshot_path(plan))),
                 setup="\n".join(backend.setup or []))
 
 
 def array_script(plan: Plan, backend: Any, folder: Path, container: Container | None, offset: int,
                  count: int) -> str:
-    """The job array whose task i reduces task group ``offset + i`` of the plan in ``folder``."""
+    """The job array whose task i reduces task group ``offset + i`` of ``plan`` (its snapshot)."""
     throttle = f"%{backend.array_parallelism}" if backend.array_parallelism else ""
     return _render("array.sbatch", job_name=f"xreduce-{plan.campaign}", array=f"0-{count - 1}{throttle}",
                    time=backend.time, cpus_per_task=backend.cpus_per_task, group_offset=offset,
                    directives=_directives(backend, for_array=True),
-                   xreduce=_xreduce(container, bool(backend.gpus_per_task)), **_common(folder, backend))
+                   xreduce=_xreduce(container, bool(backend.gpus_per_task)), **_common(plan, folder, backend))
 
 
 def merge_script(plan: Plan, backend: Any, folder: Path, container: Container | None, array_jobs: list[str]) -> str:
     """The merge job, run after every task of ``array_jobs`` has ended (afterany)."""
     return _render("merge.sbatch", job_name=f"xreduce-{plan.campaign}-merge", array_jobs=":".join(array_jobs),
                    merge_time=backend.merge_time, directives=_directives(backend, for_array=False),
-                   xreduce=_xreduce(container, False), **_common(folder, backend))
+                   xreduce=_xreduce(container, False), **_common(plan, folder, backend))
 
 
 def mpi_script(plan: Plan, backend: Any, folder: Path, container: Container | None) -> str:
-    """backend.mode=mpi: one job of ``ntasks`` MPI ranks over the plan in ``folder``, rank 0 merging."""
+    """backend.mode=mpi: one job of ``ntasks`` MPI ranks over ``plan`` (its snapshot), rank 0 merging."""
     return _render("mpi.sbatch", job_name=f"xreduce-{plan.campaign}", ntasks=backend.ntasks, time=backend.time,
                    cpus_per_task=backend.cpus_per_task, launcher=backend.mpi_launcher,
                    directives=_directives(backend, for_array=True),
-                   xreduce=_xreduce(container, bool(backend.gpus_per_task)), **_common(folder, backend))
+                   xreduce=_xreduce(container, bool(backend.gpus_per_task)), **_common(plan, folder, backend))

@@ -1,8 +1,9 @@
 """``backend=slurm``: an sbatch wrapper — one job array for the chunks, one dependent merge job.
 
 ``submit`` writes readable sbatch scripts (:mod:`hpc.backends.sbatch`) into
-``<output>/slurm/<submission>/`` with a copy of the plan whose task groups are the chunks still
-to do, submits them and returns at once. Array task i runs ``xreduce worker --plan ... --group
+``<output>/slurm/<submission>/``, and the plan whose task groups are the chunks still to do as an
+immutable snapshot (``<output>/plans/<hash12>.json``, which the scripts name), submits them and
+returns at once. Array task i runs ``xreduce worker --plan ... --group
 offset+i``; arrays are split so that no index reaches the cluster's MaxArraySize. The merge job
 runs after all of them (``afterany``) and merges whatever is done.
 
@@ -28,7 +29,7 @@ from reduction.step import atomic_output
 
 from ..container import container_for
 from ..errors import BackendError
-from ..plan import Plan, write_plan
+from ..plan import Plan, write_snapshot
 from ..process import call
 from ..state import FAILED, PENDING, ChunkState
 from . import sbatch
@@ -60,6 +61,7 @@ class Submission:
     groups: list[list[str]]  # chunk ids of each task group
     container: str | None = None  # "IMAGE (from SOURCE)" when the jobs run in an Apptainer image
     ranks: int = 0  # mode=mpi: the MPI ranks of the one job (merge_job)
+    plan: str = ""  # the plan snapshot the jobs read (<output>/plans/<hash12>.json)
 
     def save(self) -> None:
         """Write ``submission.json`` atomically: ``status`` may read it while it is written."""
@@ -148,14 +150,16 @@ class SlurmBackend(Backend):
         (folder / "logs").mkdir(parents=True)
         described = f"{container.image} (from {container.source})" if container else None
         if backend.mode == "mpi":
-            write_plan(replace(plan, groups=[todo]), folder)
+            plan = replace(plan, groups=[todo])
+            snapshot = write_snapshot(plan)  # the job's immutable work order, named in its script
             job = _sbatch(_write(folder, "mpi.sbatch", sbatch.mpi_script(plan, backend, folder, container)))
             sub = Submission(str(folder), stamp, [], [], job, [[plan.chunks[i].id for i in todo]], described,
-                             int(backend.ntasks))
+                             int(backend.ntasks), str(snapshot))
             sub.save()
             return sub
         groups = pack_groups(todo, int(backend.chunks_per_task))
-        write_plan(replace(plan, groups=groups), folder)
+        plan = replace(plan, groups=groups)
+        snapshot = write_snapshot(plan)  # the jobs' immutable work order, named in their scripts
         arrays = split_arrays(len(groups), int(backend.max_array_size or max_array_size()))
         submitted: list[str] = []
         try:
@@ -169,7 +173,7 @@ class SlurmBackend(Backend):
                 call(["scancel", *submitted])
             raise
         sub = Submission(str(folder), stamp, submitted, arrays, merge_job,
-                         [[plan.chunks[i].id for i in group] for group in groups], described)
+                         [[plan.chunks[i].id for i in group] for group in groups], described, plan=str(snapshot))
         sub.save()
         return sub
 

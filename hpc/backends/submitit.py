@@ -5,7 +5,7 @@ chunks still to do are packed into task groups, ``map_array`` submits them as on
 (``slurm_array_parallelism`` throttles it), and the caller gets each group's outcomes as its task
 ends, for the progress bar. Tasks are ``Checkpointable``: a task that times out or is preempted
 is requeued with the same group, and the chunks it had finished are skipped (they are files).
-What submitit ships is a small callable holding a plan path and chunk indices — no closures.
+What submitit ships is a small callable holding a plan snapshot's path and chunk ids — no closures.
 With ``backend.container`` (or the xreduce module's image) the tasks' Python runs inside the
 Apptainer image (submitit's ``python`` command), with the binds of :mod:`hpc.container`.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..container import container_for
-from ..plan import Plan, read_plan, write_plan
+from ..plan import Plan, read_plan, write_snapshot
 from ..slurm_units import mebibytes, minutes
 from ..state import ChunkPaths, record_failure
 from ..worker import Outcome, StepCache, process_chunk
@@ -67,23 +67,24 @@ def submitit_parameters(cfg: Any) -> dict[str, Any]:
 
 
 class GroupTask:
-    """What an array task runs: ``task(indices)`` reduces those chunks of the plan at ``plan_path``."""
+    """What an array task runs: ``task(chunk_ids)`` reduces those chunks of the plan snapshot at
+    ``snapshot`` (immutable, checked against the hash in its name: see :func:`hpc.plan.write_snapshot`)."""
 
-    def __init__(self, plan_path: str) -> None:
-        self.plan_path = plan_path
+    def __init__(self, snapshot: str) -> None:
+        self.snapshot = snapshot
 
-    def __call__(self, indices: list[int]) -> list[Outcome]:
+    def __call__(self, chunk_ids: list[str]) -> list[Outcome]:
         if os.environ.get("SLURM_CPUS_PER_TASK"):  # the engine uses the cores Slurm gave the task
             os.environ.setdefault("XREDUCE_THREADS", os.environ["SLURM_CPUS_PER_TASK"])
-        plan = read_plan(Path(self.plan_path))
+        plan = read_plan(Path(self.snapshot))
         steps = StepCache()
-        return [process_chunk(plan, plan.chunks[i], steps) for i in indices]
+        return [process_chunk(plan, plan.chunk(chunk_id), steps) for chunk_id in chunk_ids]
 
-    def checkpoint(self, indices: list[int]) -> Any:
+    def checkpoint(self, chunk_ids: list[str]) -> Any:
         """Requeue the same group on timeout or preemption: finished chunks are skipped as files."""
         import submitit
 
-        return submitit.helpers.DelayedSubmission(GroupTask(self.plan_path), indices)
+        return submitit.helpers.DelayedSubmission(GroupTask(self.snapshot), chunk_ids)
 
 
 class SubmititBackend(Backend):
@@ -114,12 +115,13 @@ class SubmititBackend(Backend):
         folder = Path(self.cfg.folder) if self.cfg.folder else Path(plan.output) / "submitit" / stamp
         folder.mkdir(parents=True, exist_ok=True)
         groups = pack_groups(list(chunk_indices), int(self.cfg.chunks_per_task))
-        plan_path = write_plan(replace(plan, groups=groups), folder)
+        snapshot = write_snapshot(replace(plan, groups=groups))  # the tasks' immutable work order
         executor = self._executor(folder, plan)
+        id_groups = [[plan.chunks[i].id for i in group] for group in groups]
         # map_array makes one array: keep each below the cluster's MaxArraySize, as backend=slurm does
         jobs = []
         for offset, count in split_arrays(len(groups), max_array_size()):
-            jobs += executor.map_array(GroupTask(str(plan_path)), groups[offset:offset + count])
+            jobs += executor.map_array(GroupTask(str(snapshot)), id_groups[offset:offset + count])
         group_of = {job.job_id: group for job, group in zip(jobs, groups)}
         for job in submitit.helpers.as_completed(jobs, poll_frequency=1):
             group = group_of[job.job_id]

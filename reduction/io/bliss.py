@@ -28,6 +28,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +38,7 @@ import h5py
 import hdf5plugin  # noqa: F401  (registers the bitshuffle-LZ4 and other compression filters with HDF5)
 import numpy as np
 
-from reduction.errors import RawDataError, XReduceError
+from reduction.errors import RawDataError, RawDataPending, XReduceError
 
 from .direct import read_direct
 
@@ -70,6 +71,36 @@ def open_raw(path: str | os.PathLike[str]) -> h5py.File:
     except OSError as exc:
         raise RawDataError(f"{path}: cannot open as HDF5 ({_why(exc)}); the file is truncated, "
                            "corrupt or not an HDF5 file") from None
+
+
+#: an unreadable HDF5 dataset file modified more recently than this (seconds) may still be being created
+SETTLING_SECONDS = 60.0
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _being_written(path: Path) -> bool:
+    """Whether an unreadable dataset file may be one BLISS is creating right now: empty, or an HDF5 file
+    (its signature) modified in the last :data:`SETTLING_SECONDS`. A file that is not HDF5 at all, or
+    that has not changed for that long, is damaged for good."""
+    try:
+        size, mtime = path.stat().st_size, path.stat().st_mtime
+        with open(path, "rb") as f:
+            head = f.read(len(_HDF5_SIGNATURE))
+    except OSError:
+        return False
+    return size == 0 or (head == _HDF5_SIGNATURE and time.time() - mtime < SETTLING_SECONDS)
+
+
+def _open_dataset(path: Path) -> h5py.File:
+    """:func:`open_raw` for a dataset master file, telling one still being written (RawDataPending)
+    from one that is damaged (RawDataError)."""
+    try:
+        return open_raw(path)
+    except RawDataError as exc:
+        if _being_written(path):
+            raise RawDataPending(f"{path}: cannot be read yet, it is being written ({exc}); tried again by "
+                                 "the next run") from None
+        raise
 
 
 def _why(exc: BaseException) -> str:
@@ -444,6 +475,8 @@ def read_scans(dataset: str | os.PathLike[str], detector: str, monitor: str | No
 
     Raises
     ------
+    RawDataPending
+        The master file cannot be opened yet: it is empty, or an HDF5 file modified in the last minute.
     RawDataError
         The master file cannot be opened (missing, truncated, not HDF5).
     ScanSelectionError
@@ -453,7 +486,7 @@ def read_scans(dataset: str | os.PathLike[str], detector: str, monitor: str | No
     selected = _selector(scans)
     monitor = monitor or None
     out: list[ScanInfo] = []
-    with open_raw(path) as f:
+    with _open_dataset(path) as f:
         for name in scan_names(f):
             if not selected(name):
                 continue

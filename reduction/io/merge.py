@@ -28,7 +28,7 @@ from .files import atomic_output, reserve_space, written_as
 from .nexus import PROGRAM, now, nx_group, open_readonly, relative_name, str_array, vds_source_name
 
 __all__ = ["MissingChunk", "GoodChunk", "EntryReport", "MergeReport", "cover", "identity_problem",
-           "chunk_file_matches", "frame_dataset", "write_chunk_table", "write_master_file"]
+           "chunk_file_matches", "frame_dataset", "write_chunk_table", "write_master_file", "merged_chunk_ids"]
 
 _COPY_BLOCK_BYTES = 64 << 20
 _MASTER_SLACK, _VDS_BYTES_PER_CHUNK = 256 << 10, 16 << 10
@@ -229,6 +229,25 @@ def write_chunk_table(entry: h5py.Group, good: Sequence[GoodChunk], missing: Seq
                                        dtype=np.int64).reshape(-1, 2)
     table["missing_chunk_ids"] = str_array([m.chunk_id for m in missing if m.chunk_id])
     table["n_missing_frames"] = np.int64(sum(m.frame_stop - m.frame_start for m in missing))
+
+
+def merged_chunk_ids(path: Path | str) -> set[str]:
+    """The ids of the chunks a master file merged (status "merged" in each entry's chunk table, as
+    :func:`write_chunk_table` writes it): what the master holds, to tell whether it is up to date.
+    Raises OutputError naming the file when it cannot be read."""
+    ids: set[str] = set()
+    try:
+        with open_readonly(path) as f:
+            for entry in f.values():
+                table = entry.get("chunks") if isinstance(entry, h5py.Group) else None
+                if table is None or "chunk_id" not in table or "status" not in table:
+                    continue
+                for chunk_id, status in zip(table["chunk_id"].asstr()[()], table["status"].asstr()[()]):
+                    if status == "merged" and chunk_id:
+                        ids.add(str(chunk_id))
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise OutputError(f"master file {path} cannot be read: {exc}") from exc
+    return ids
 
 
 class _Entry(Protocol):

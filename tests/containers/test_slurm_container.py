@@ -139,9 +139,9 @@ def test_array_and_merge_jobs_run_in_the_image(slurm_cluster, experiment, tmp_pa
     binds = ",".join([str(experiment.raw_data), str(out), str(Path(experiment.poni).parent)])
     line = f"apptainer exec --nv --bind {binds} {fake_image} xreduce"
     array = (folder / "array_0.sbatch").read_text()
-    assert f'exec {line} worker --plan {folder}/plan.json --group "${{GROUP}}"\n' in array
+    assert f'exec {line} worker --plan {sub["plan"]} --group "${{GROUP}}"\n' in array
     merge = (folder / "merge.sbatch").read_text()
-    assert f"exec {line.replace('--nv ', '')} worker --plan {folder}/plan.json --merge\n" in merge, \
+    assert f"exec {line.replace('--nv ', '')} worker --plan {sub['plan']} --merge\n" in merge, \
         "the merge job runs in the image too, without --nv (it asks for no GPU)"
     assert sub["container"] == f"{fake_image} (from backend.container)"
     assert wait_for(sub["merge_job"]) == "COMPLETED"
@@ -149,7 +149,7 @@ def test_array_and_merge_jobs_run_in_the_image(slurm_cluster, experiment, tmp_pa
     workers = [c for c in calls if "--group" in c]
     assert len(workers) == len(sub["groups"]) == 2 and all(c[:4] == ["exec", "--nv", "--bind", binds] for c in workers)
     assert [c for c in calls if "--merge" in c] == [["exec", "--bind", binds, str(fake_image), "xreduce", "worker",
-                                                     "--plan", f"{folder}/plan.json", "--merge"]]
+                                                     "--plan", sub["plan"], "--merge"]]
     _same_as_local(experiment, out, tmp_path)
 
 
@@ -169,7 +169,7 @@ def test_module_image_and_binds_reach_mpi_jobs(slurm_cluster, experiment, tmp_pa
     script = (Path(sub["folder"]) / "mpi.sbatch").read_text()
     binds = ",".join([str(experiment.raw_data), str(out), str(Path(experiment.poni).parent), str(extra)])
     assert (f"exec srun --mpi=pmix apptainer exec --bind {binds} {fake_image} xreduce worker --plan "
-            f"{sub['folder']}/plan.json --mpi\n") in script, \
+            f"{sub['plan']} --mpi\n") in script, \
         "the hybrid model: the host's srun starts ranks in the image"
     assert sub["container"] == f"{fake_image} (from XREDUCE_IMAGE)"
     assert wait_for(sub["merge_job"]) == "COMPLETED"

@@ -4,7 +4,8 @@ fixed plan, backend config and container (none from the environment).
 
 The parts that change from one machine or run to the next are normalised before comparing: the
 submission folder (its name holds a time stamp) becomes ``<folder>``, the test's temporary folder
-``<tmp>``, the Python interpreter the jobs start ``<python>``. After a deliberate change to
+``<tmp>``, the Python interpreter the jobs start ``<python>``, the content hash naming the plan snapshot
+(it covers the temporary folder) ``<hash12>``. After a deliberate change to
 ``jobs/*.sbatch`` or to the rendering, regenerate the files and review their diff:
 
     XREDUCE_UPDATE_GOLDEN=1 python -m pytest tests/hpc/test_sbatch_golden.py
@@ -13,6 +14,7 @@ submission folder (its name holds a time stamp) becomes ``<folder>``, the test's
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -23,7 +25,7 @@ from omegaconf import OmegaConf
 from hpc.backends import sbatch
 from hpc.config_schema import SlurmBackendConfig
 from hpc.container import Container, container_for
-from hpc.plan import Plan
+from hpc.plan import Plan, snapshot_path
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("XREDUCE_UPDATE_GOLDEN") == "1"
@@ -48,6 +50,7 @@ def backend_config(**keys):
 
 
 def normalise(text: str, folder: Path, tmp: Path) -> str:
+    text = re.sub(r"/plans/[0-9a-f]{12}\.json", "/plans/<hash12>.json", text)
     return (text.replace(str(folder), "<folder>").replace(str(tmp), "<tmp>")
             .replace(shlex.quote(sys.executable), "<python>"))
 
@@ -72,7 +75,9 @@ def check(name: str, text: str) -> None:
 def test_array_and_merge_scripts(tmp_path) -> None:
     """The second of two arrays (tasks 0-1 run task groups 3-4, two at a time) and their merge job."""
     plan, cfg, folder, container = inputs(tmp_path, **ARRAY)
-    check("array.sbatch", normalise(sbatch.array_script(plan, cfg, folder, container, 3, 2), folder, tmp_path))
+    array = sbatch.array_script(plan, cfg, folder, container, 3, 2)
+    assert f"--plan {snapshot_path(plan)} " in array, "the tasks read the plan's immutable snapshot"
+    check("array.sbatch", normalise(array, folder, tmp_path))
     merge = sbatch.merge_script(plan, cfg, folder, container, ["1001", "1002"])
     check("merge.sbatch", normalise(merge, folder, tmp_path))
 
