@@ -150,13 +150,14 @@ def run(cfg: Any, client: Any = None) -> int:
     if not backend.is_root:  # an SPMD rank other than the root: serve chunks, nothing else
         backend.serve()
         return 0
-    with _lock(Path(cfg.campaign.output), "run"):  # a second run or submit on this output is refused
-        return _run_locked(cfg, step, backend)
+    new = _make_plan(cfg, save=False)  # mistakes (an unwritable output, no scan) exit 2 before anything is written
+    with _lock(Path(new.output), "run"):  # a second run or submit on this output is refused
+        return _run_locked(new, step, backend)
 
 
-def _run_locked(cfg: Any, step: Step, backend: Any) -> int:
-    """``run`` once the campaign lock is held: plan, reduce the chunks still to do, merge, report."""
-    new = _make_plan(cfg)
+def _run_locked(new: Plan, step: Step, backend: Any) -> int:
+    """``run`` once the campaign lock is held: save the plan, reduce the chunks still to do, merge, report."""
+    write_plan(new, Path(new.output))
     write_snapshot(new)  # the run's work order: what its workers read, whatever is planned meanwhile
     STEPS.put(new, step)  # chunks reduced in this process use it: built once
     output = Path(new.output)
@@ -165,7 +166,7 @@ def _run_locked(cfg: Any, step: Step, backend: Any) -> int:
     todo = [i for i, st in enumerate(states) if st.state != DONE]
     skipped = len(states) - len(todo)
     _say(f"{len(new.chunks)} chunks: {skipped} already done, {len(todo)} to run with backend "
-         f"{cfg.backend.name} → {output}")
+         f"{backend.name} → {output}")
     if not todo and backend.spmd:  # the root opens and closes its executor: the other ranks stop serving
         backend.run(new, [], lambda outcome: None)
     stages: Counter[str] = Counter()
@@ -236,10 +237,11 @@ def submit(cfg: Any, force: bool = False) -> int:
         raise BackendError(f"campaign {cfg.campaign.name} still has jobs queued or running (backend="
                            f"{backend.name}): {', '.join(running)}; wait for them (`xreduce status`), cancel "
                            "them (`xreduce cancel`), or submit anyway with --force")
+    new = _make_plan(cfg, save=False)  # mistakes exit 2 before anything is written
     lock = _lock(output, "submit")
     lock.acquire(over_jobs=force)  # refused while a run, or (without --force) this campaign's jobs, go on
     try:
-        new = _make_plan(cfg)
+        write_plan(new, output)
         _remove_temporaries(output)
         states = chunk_states(new, output)
         todo = [i for i, st in enumerate(states) if st.state != DONE]

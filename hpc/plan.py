@@ -155,9 +155,18 @@ def make_plan(cfg: Any, config_hash: str, config: dict[str, Any]) -> Plan:
 def write_plan(plan: Plan, output: Path) -> Path:
     """Write ``<output>/plan.json`` atomically (temp name, then rename) and return its path."""
     path = output / PLAN_NAME
-    with atomic_output(path) as tmp:
-        tmp.write_text(plan.to_json(), encoding="utf-8")
+    _write(path, plan.to_json())
     return path
+
+
+def _write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically; PlanError naming the file when it cannot be (disk full...)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_output(path) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise PlanError(f"cannot write the plan {path}: {exc.strerror or exc}") from exc
 
 
 def _digest(text: str) -> str:
@@ -177,9 +186,7 @@ def write_snapshot(plan: Plan) -> Path:
     """
     path = snapshot_path(plan)
     if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_output(path) as tmp:
-            tmp.write_text(plan.to_json(), encoding="utf-8")
+        _write(path, plan.to_json())
     return path
 
 
