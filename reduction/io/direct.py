@@ -34,7 +34,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-__all__ = ["read_direct", "decoder_for", "frame_locations", "read_threads"]
+from .compressed import CompressedFrames, bslz4_block_bytes
+
+__all__ = ["read_direct", "read_compressed", "decode_bslz4", "decoder_for", "frame_locations", "read_threads"]
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +194,44 @@ def frame_locations(dset: h5py.Dataset, start: int, stop: int,
 
 
 # -- reading ------------------------------------------------------------------------------------
+def decode_bslz4(chunks: list[bytes], dtype: np.dtype, frame: tuple[int, ...]) -> np.ndarray:
+    """Frames from their bitshuffle-LZ4 chunks, decompressed on the host in threads (as read_direct)."""
+    out = np.empty((len(chunks), *frame), dtype)
+    decode = _bitshuffle_lz4(frame, np.dtype(dtype))
+    for job in [_pool().submit(_decode_into, out, k, raw, decode) for k, raw in enumerate(chunks)]:
+        job.result()
+    return out
+
+
+class _NotHere(Exception):
+    """A chunk this path does not take: the caller reads another way."""
+
+
+def _each_chunk(dset: h5py.Dataset, sources: list[_Source], frame: tuple[int, ...],
+                open_file: Callable[[Path], h5py.File],
+                take: Callable[[int, bytes, int, int | None, Decoder], None]) -> bool:
+    """Call ``take(k, raw, filter_mask, filter_code, decoder)`` for the raw chunk of each frame k of ``sources``;
+    False when some source has no direct-chunk decoder (another filter, chunk shape or dtype)."""
+    for source in sources:
+        with nullcontext(None) if source.file is None else open_file(source.file) as f:
+            src = dset if f is None else f[source.dset]
+            code, decode = _filter_code(src), decoder_for(src)
+            if decode is None or src.dtype != dset.dtype or tuple(src.shape[1:]) != frame:
+                log.debug("%s in %s: no direct-chunk decoder (chunks %s, dtype %s); read through h5py",
+                          source.dset, source.file, src.chunks, src.dtype)
+                return False
+            for row, k in zip(source.rows, source.frames):
+                mask, raw = src.id.read_direct_chunk((row, *(0,) * (src.ndim - 1)))
+                take(k, raw, mask, code, decode)
+    return True
+
+
+def _filter_code(dset: h5py.Dataset) -> int | None:
+    """The HDF5 filter id of a dataset with exactly one filter, else None."""
+    plist = dset.id.get_create_plist()
+    return plist.get_filter(0)[0] if plist.get_nfilters() == 1 else None
+
+
 def read_direct(dset: h5py.Dataset, start: int, stop: int, resolve: Callable[[str], Path],
                 open_file: Callable[[Path], h5py.File]) -> np.ndarray | None:
     """Frames [start, stop) of ``dset`` from their raw chunks, decompressed in threads; None when
@@ -204,18 +244,13 @@ def read_direct(dset: h5py.Dataset, start: int, stop: int, resolve: Callable[[st
         return None
     out = np.empty((stop - start, *dset.shape[1:]), dset.dtype)
     pending = []
+
+    def take(k: int, raw: bytes, mask: int, code: int | None, decode: Decoder) -> None:
+        pending.append(_pool().submit(_decode_into, out, k, raw, decode if not mask & 1 else None))
+
     try:
-        for source in sources:
-            with nullcontext(None) if source.file is None else open_file(source.file) as f:
-                src = dset if f is None else f[source.dset]
-                decode = decoder_for(src)
-                if decode is None or src.dtype != dset.dtype or tuple(src.shape[1:]) != out.shape[1:]:
-                    log.debug("%s in %s: no direct-chunk decoder (chunks %s, dtype %s); read through h5py",
-                              source.dset, source.file, src.chunks, src.dtype)
-                    return None
-                for row, k in zip(source.rows, source.frames):
-                    mask, raw = src.id.read_direct_chunk((row, *(0,) * (src.ndim - 1)))
-                    pending.append(_pool().submit(_decode_into, out, k, raw, decode if not mask & 1 else None))
+        if not _each_chunk(dset, sources, tuple(out.shape[1:]), open_file, take):
+            return None
         for job in pending:
             job.result()
     except Exception as exc:  # noqa: BLE001 - an unallocated or damaged chunk: h5py reads (and names) it
@@ -224,6 +259,38 @@ def read_direct(dset: h5py.Dataset, start: int, stop: int, resolve: Callable[[st
             job.cancel()
         return None
     return out
+
+
+def read_compressed(dset: h5py.Dataset, start: int, stop: int, resolve: Callable[[str], Path],
+                    open_file: Callable[[Path], h5py.File]) -> CompressedFrames | None:
+    """Frames [start, stop) of ``dset`` as their raw bitshuffle-LZ4 chunks, not decompressed (for
+    :mod:`reduction.azint.engines.bslz4_opencl`); None where :func:`read_direct` would not apply or
+    some chunk is not bitshuffle-LZ4 with a header that fits a frame (the caller reads another way)."""
+    if os.environ.get("XREDUCE_DIRECT_READS", "1") == "0":
+        return None
+    sources = frame_locations(dset, start, stop, resolve)
+    if sources is None:
+        return None
+    frame, dtype = tuple(dset.shape[1:]), dset.dtype
+    nbytes = int(np.prod(frame)) * dtype.itemsize
+    chunks: list[bytes] = [b""] * (stop - start)
+
+    def take(k: int, raw: bytes, mask: int, code: int | None, decode: Decoder) -> None:
+        if mask & 1 or code != BITSHUFFLE:
+            raise _NotHere(f"frame {start + k}: not a bitshuffle-LZ4 chunk")
+        try:
+            bslz4_block_bytes(raw, nbytes, dtype.itemsize)
+        except ValueError as exc:
+            raise _NotHere(f"frame {start + k}: {exc}") from None
+        chunks[k] = raw
+
+    try:
+        if not _each_chunk(dset, sources, frame, open_file, take):
+            return None
+    except Exception as exc:  # noqa: BLE001 - as read_direct: another path reads (and names) it
+        log.debug("%s [%d, %d): compressed chunks not taken (%s)", dset.name, start, stop, exc)
+        return None
+    return CompressedFrames(chunks, dtype, frame)
 
 
 def _decode_into(out: np.ndarray, k: int, raw: bytes, decode: Decoder | None) -> None:
