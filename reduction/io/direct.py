@@ -17,6 +17,8 @@ can decode — a plain or external-link dataset, or a virtual dataset whose mapp
 one source row; anything else (other filters, chunk shapes, gaps, type conversions, a chunk that
 does not decode) answers None, and the caller reads through h5py, which also names a damaged file.
 ``XREDUCE_DIRECT_READS=0`` turns the direct path off (to compare, or to rule it out).
+:func:`read_compressed` walks the same chunks but keeps bitshuffle-LZ4 ones as they are
+(:class:`~reduction.io.compressed.CompressedFrames`), for an engine that decompresses on its device.
 """
 
 from __future__ import annotations
