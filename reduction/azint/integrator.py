@@ -21,7 +21,7 @@ import numpy as np
 import scipy.sparse
 
 from reduction.errors import EngineUnavailable, IntegrationError
-from reduction.io.compressed import CompressedFrames
+from reduction.io.direct import CompressedFrames
 
 from .cache import MatrixCache, spec_key
 from .config import ENGINE_NAMES, ERROR_MODELS
@@ -113,7 +113,7 @@ class Integrator:
                     polarization_factor: float | None = None, normalization: float | np.ndarray | None = None,
                     error_model: str | None = "poisson") -> IntegrationResult:
         """Integrate one frame (ny, nx) or a stack (B, ny, nx) into ``npt`` radial bins; a stack may
-        also be given as :class:`~reduction.io.compressed.CompressedFrames` (bitshuffle-LZ4 chunks),
+        also be given as :class:`~reduction.io.direct.CompressedFrames` (bitshuffle-LZ4 chunks),
         decompressed on the OpenCL device where :meth:`decompresses_on_device`, else on the host.
 
         ``radial_range`` is in ``unit``; ``azimuth_range`` in degrees restricts the pixels used.

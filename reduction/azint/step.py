@@ -22,7 +22,7 @@ import numpy as np
 from reduction.errors import IntegrationError, RawDataError
 from reduction.io import bliss
 from reduction.io.blocks import StageTimes, read_ahead, write_behind
-from reduction.io.compressed import CompressedFrames
+from reduction.io.direct import CompressedFrames
 from reduction.io.images import load_image
 from reduction.io.poni import read_poni_text
 

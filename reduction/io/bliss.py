@@ -39,8 +39,7 @@ import numpy as np
 
 from reduction.errors import RawDataError, XReduceError
 
-from .compressed import CompressedFrames
-from .direct import read_compressed, read_direct
+from .direct import CompressedFrames, read_compressed, read_direct
 
 __all__ = [
     "ScanInfo", "ScanSelection", "ScanSelectionError", "find_datasets", "read_scans", "parse_scan_selection",

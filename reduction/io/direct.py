@@ -18,7 +18,7 @@ one source row; anything else (other filters, chunk shapes, gaps, type conversio
 does not decode) answers None, and the caller reads through h5py, which also names a damaged file.
 ``XREDUCE_DIRECT_READS=0`` turns the direct path off (to compare, or to rule it out).
 :func:`read_compressed` walks the same chunks but keeps bitshuffle-LZ4 ones as they are
-(:class:`~reduction.io.compressed.CompressedFrames`), for an engine that decompresses on its device.
+(:class:`CompressedFrames`), for an engine that decompresses on its device.
 """
 
 from __future__ import annotations
@@ -36,9 +36,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .compressed import CompressedFrames, bslz4_block_bytes
-
-__all__ = ["read_direct", "read_compressed", "decode_bslz4", "decoder_for", "frame_locations", "read_threads"]
+__all__ = ["CompressedFrames", "read_direct", "read_compressed", "decode_bslz4", "bslz4_block_bytes", "decoder_for",
+           "frame_locations", "read_threads"]
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +77,19 @@ def _bitshuffle_lz4(shape: tuple[int, ...], dtype: np.dtype) -> Decoder:
         return bitshuffle.decompress_lz4(np.frombuffer(raw, np.uint8, offset=12), shape, dtype,
                                          block_bytes // dtype.itemsize)
     return decode
+
+
+def bslz4_block_bytes(raw: bytes, frame_bytes: int, itemsize: int) -> int:
+    """The block size (bytes) of a bitshuffle-LZ4 chunk that must hold ``frame_bytes``, from its
+    header; ValueError saying what is wrong when the header does not describe such a chunk."""
+    if len(raw) < 12:
+        raise ValueError(f"{len(raw)} bytes, shorter than its 12-byte header")
+    total, block = struct.unpack(">QI", raw[:12])
+    if total != frame_bytes:
+        raise ValueError(f"its header gives {total} uncompressed bytes, a frame has {frame_bytes}")
+    if block <= 0 or block % (8 * itemsize):
+        raise ValueError(f"its header gives blocks of {block} bytes, not a multiple of 8 elements of {itemsize} bytes")
+    return int(block)
 
 
 def _lz4(shape: tuple[int, ...], dtype: np.dtype) -> Decoder:
@@ -203,6 +215,30 @@ def decode_bslz4(chunks: list[bytes], dtype: np.dtype, frame: tuple[int, ...]) -
     for job in [_pool().submit(_decode_into, out, k, raw, decode) for k, raw in enumerate(chunks)]:
         job.result()
     return out
+
+
+@dataclass(frozen=True)
+class CompressedFrames:
+    """A block of frames as their raw bitshuffle-LZ4 chunks, one per frame (what
+    :func:`reduction.io.direct.read_compressed` reads); :meth:`decode` gives the frames on the host."""
+
+    chunks: list[bytes]
+    dtype: np.dtype
+    frame_shape: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.chunks), *self.frame_shape)
+
+    def __getitem__(self, frames: slice) -> CompressedFrames:
+        return CompressedFrames(self.chunks[frames], self.dtype, self.frame_shape)
+
+    def decode(self) -> np.ndarray:
+        """The frames (B, *frame_shape), decompressed on the host in threads."""
+        return decode_bslz4(self.chunks, self.dtype, self.frame_shape)
 
 
 class _NotHere(Exception):

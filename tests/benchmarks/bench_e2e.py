@@ -230,7 +230,7 @@ def time_decompression(exp: Experiment, rounds: int) -> Decompression:
     (CompressedFrames.decode, as read_frames) and on the OpenCL device (BSLZ4Decoder, the chunks
     uploaded and decoded into a device buffer, as the OpenCL engine does before its kernels)."""
     from reduction.io.bliss import read_frames_compressed
-    from reduction.io.compressed import CompressedFrames
+    from reduction.io.direct import CompressedFrames
 
     blocks = [read_frames_compressed(exp.master, exp.scans[0], DETECTOR, b0, b1) for b0, b1 in _blocks(exp.nframes)]
     packed = [b for b in blocks if isinstance(b, CompressedFrames)]

@@ -26,7 +26,7 @@ from reduction.azint.engines.opencl_engine import OpenCLEngine
 from reduction.azint.step import AzintStep
 from reduction.demo.bliss_writer import write_demo_experiment
 from reduction.io import bliss
-from reduction.io.compressed import CompressedFrames
+from reduction.io.direct import CompressedFrames
 
 pytestmark = pytest.mark.opencl
 

@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 
 from reduction.errors import EngineUnavailable, RawDataError
-from reduction.io.compressed import bslz4_block_bytes
 
 __all__ = ["BSLZ4Decoder", "CorruptChunk", "device_decompression"]
 
@@ -119,6 +118,8 @@ class BSLZ4Decoder:
         Raises :class:`CorruptChunk` naming the first chunk that does not decompress; the
         buffer's content is then undefined.
         """
+        from reduction.io.direct import bslz4_block_bytes  # h5py: imported where chunks are read anyway
+
         cl = self._cl
         dtype = np.dtype(dtype)
         itemsize = dtype.itemsize

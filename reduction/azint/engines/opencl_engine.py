@@ -68,7 +68,7 @@ from .device import DeviceInfo, EngineUnavailable, open_device
 __all__ = ["OpenCLEngine", "EngineUnavailable", "build_layout"]
 
 if TYPE_CHECKING:
-    from reduction.io.compressed import CompressedFrames
+    from reduction.io.direct import CompressedFrames
 
     from ..cache import MatrixCache
 
