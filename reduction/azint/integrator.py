@@ -21,6 +21,7 @@ import numpy as np
 import scipy.sparse
 
 from reduction.errors import EngineUnavailable, IntegrationError
+from reduction.io.direct import CompressedFrames
 
 from .cache import MatrixCache, spec_key
 from .config import ENGINE_NAMES, ERROR_MODELS
@@ -105,13 +106,15 @@ class Integrator:
         self._prepared: OrderedDict[str, _Prepared] = OrderedDict()
 
     # -- public API --------------------------------------------------------------------------
-    def integrate1d(self, frames: np.ndarray, npt: int = 1000, unit: str = "q_nm^-1", splitting: str = "bbox",
-                    radial_range: tuple[float, float] | None = None,
+    def integrate1d(self, frames: np.ndarray | CompressedFrames, npt: int = 1000, unit: str = "q_nm^-1",
+                    splitting: str = "bbox", radial_range: tuple[float, float] | None = None,
                     azimuth_range: tuple[float, float] | None = None, dark: np.ndarray | None = None,
                     flat: np.ndarray | None = None, solid_angle: bool = True,
                     polarization_factor: float | None = None, normalization: float | np.ndarray | None = None,
                     error_model: str | None = "poisson") -> IntegrationResult:
-        """Integrate one frame (ny, nx) or a stack (B, ny, nx) into ``npt`` radial bins.
+        """Integrate one frame (ny, nx) or a stack (B, ny, nx) into ``npt`` radial bins; a stack may
+        also be given as :class:`~reduction.io.direct.CompressedFrames` (bitshuffle-LZ4 chunks),
+        decompressed on the OpenCL device where :meth:`decompresses_on_device`, else on the host.
 
         ``radial_range`` is in ``unit``; ``azimuth_range`` in degrees restricts the pixels used.
         ``normalization`` is a per-frame monitor (scalar or (B,)) dividing the intensity.
@@ -120,8 +123,8 @@ class Integrator:
         return self._integrate(frames, npt, None, unit, splitting, radial_range, azimuth_range, dark, flat,
                                solid_angle, polarization_factor, normalization, error_model)
 
-    def integrate2d(self, frames: np.ndarray, npt_rad: int = 500, npt_azim: int = 360, unit: str = "2th_deg",
-                    splitting: str = "bbox", radial_range: tuple[float, float] | None = None,
+    def integrate2d(self, frames: np.ndarray | CompressedFrames, npt_rad: int = 500, npt_azim: int = 360,
+                    unit: str = "2th_deg", splitting: str = "bbox", radial_range: tuple[float, float] | None = None,
                     azimuth_range: tuple[float, float] | None = None, dark: np.ndarray | None = None,
                     flat: np.ndarray | None = None, solid_angle: bool = True,
                     polarization_factor: float | None = None, normalization: float | np.ndarray | None = None,
@@ -258,18 +261,30 @@ class Integrator:
                               azim_range if npt_azim is None else None)
         return matrix, radial_bins, azimuth_bins
 
-    def _reduce(self, prep: _Prepared, frames: np.ndarray, variance: bool) -> Any:
+    def _reduce(self, prep: _Prepared, frames: np.ndarray | CompressedFrames, variance: bool) -> Any:
         """One block through the engine; under ``auto`` a failing device (lost, out of memory
         even for one frame) hands this block and the rest to the numpy engine."""
         try:
-            return prep.engine.reduce(frames, variance=variance)
+            return _engine_reduce(prep.engine, frames, variance)
         except EngineUnavailable as exc:
             if self.engine_name != "auto" or isinstance(prep.engine, NumpyEngine):
                 raise
             self._fall_back(str(exc))
             for other in self._prepared.values():
                 other.engine = NumpyEngine(other.matrix, threads=self.threads)
-            return prep.engine.reduce(frames, variance=variance)
+            return _engine_reduce(prep.engine, frames, variance)
+
+    def decompresses_on_device(self, npt: int, npt_azim: int | None = None, unit: str = "q_nm^-1",
+                               splitting: str = "bbox", radial_range: tuple[float, float] | None = None,
+                               azimuth_range: tuple[float, float] | None = None) -> bool:
+        """Whether frames integrated with these parameters are best given compressed
+        (:class:`~reduction.io.direct.CompressedFrames`): the engine decompresses them on its
+        device (the OpenCL engine on a GPU, ``XREDUCE_DEVICE_DECOMPRESSION``). Prepares the engine."""
+        if self.engine_name == "numpy":
+            return False
+        self._check_params(npt, npt_azim, splitting, "poisson")
+        prep = self._prepare(npt, npt_azim, unit, splitting, radial_range, azimuth_range)
+        return bool(getattr(prep.engine, "device_decompression", False))
 
     def _pixel_normalization(self, flat: np.ndarray | None, solid_angle: bool,
                              polarization_factor: float | None) -> np.ndarray:
@@ -293,24 +308,24 @@ class Integrator:
         return image
 
     # -- integration -------------------------------------------------------------------------
-    def _integrate(self, frames: np.ndarray, npt: int, npt_azim: int | None, unit: str, splitting: str,
-                   radial_range: tuple[float, float] | None, azimuth_range: tuple[float, float] | None,
+    def _integrate(self, frames: np.ndarray | CompressedFrames, npt: int, npt_azim: int | None, unit: str,
+                   splitting: str, radial_range: tuple[float, float] | None, azimuth_range: tuple[float, float] | None,
                    dark: np.ndarray | None, flat: np.ndarray | None, solid_angle: bool,
                    polarization_factor: float | None, normalization: float | np.ndarray | None,
                    error_model: str | None) -> IntegrationResult:
         self._check_params(npt, npt_azim, splitting, error_model)
         stack, single = self._as_stack(frames)
-        monitor = self._monitor(normalization, stack.shape[0])
+        monitor = self._monitor(normalization, len(stack))
         prep = self._prepare(npt, npt_azim, unit, splitting, radial_range, azimuth_range)
         matrix = prep.matrix
-        nframes, nbins = stack.shape[0], matrix.shape[0]
+        nframes, nbins = len(stack), matrix.shape[0]
         acc: dict[str, Any] = {"signal": np.zeros((nframes, nbins)), "normalization": np.zeros((nframes, nbins)),
                                "count": np.zeros((nframes, nbins)),
                                "variance": np.zeros((nframes, nbins)) if error_model else None}
         static = self._static_terms(prep, flat, solid_angle, polarization_factor, dark,
                                     with_dark_variance=error_model is not None and npt_azim is not None
                                     and splitting != "full")
-        flat_frames = stack.reshape(nframes, -1)
+        flat_frames = stack if isinstance(stack, CompressedFrames) else stack.reshape(nframes, -1)
         for start in range(0, nframes, BLOCK_FRAMES):
             block = slice(start, min(start + BLOCK_FRAMES, nframes))
             out = self._reduce(prep, flat_frames[block], variance=error_model is not None)
@@ -351,8 +366,14 @@ class Integrator:
             azimuthal=None if prep.azimuth is None else prep.azimuth.centres * deg,
             azimuthal_edges=None if prep.azimuth is None else prep.azimuth.edges * deg)
 
-    def _as_stack(self, frames: np.ndarray) -> tuple[np.ndarray, bool]:
-        """(B, ny, nx) view of the input and whether it was a single frame."""
+    def _as_stack(self, frames: np.ndarray | CompressedFrames) -> tuple[np.ndarray | CompressedFrames, bool]:
+        """(B, ny, nx) view of the input and whether it was a single frame (compressed frames: checked)."""
+        if isinstance(frames, CompressedFrames):
+            if frames.frame_shape != self.geometry.shape or frames.dtype.kind not in "iu" or not len(frames):
+                raise IntegrationError(f"compressed frames {frames.shape} of {frames.dtype} do not fit detector "
+                                       f"{self.geometry.detector.name}: expected integer frames of "
+                                       f"{self.geometry.shape}")
+            return frames, False
         frames = np.asarray(frames)
         if frames.dtype.kind not in "iuf":
             raise IntegrationError(f"frames must be integer or float, got dtype {frames.dtype}")
@@ -425,6 +446,16 @@ class _StaticTerm:
 
     def __post_init__(self) -> None:
         self.per_bin = self.matrix @ self.per_pixel
+
+
+def _engine_reduce(engine: Any, frames: np.ndarray | CompressedFrames, variance: bool) -> Any:
+    """``engine.reduce`` of a block; compressed frames go to an engine that takes them as they are,
+    or are decompressed on the host for one that does not."""
+    if isinstance(frames, CompressedFrames):
+        if hasattr(engine, "reduce_compressed"):
+            return engine.reduce_compressed(frames, variance=variance)
+        frames = frames.decode().reshape(len(frames), -1)
+    return engine.reduce(frames, variance=variance)
 
 
 def _drop_invalid(invalid: np.ndarray, static: list[_StaticTerm], block: dict[str, np.ndarray]) -> None:

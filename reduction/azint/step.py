@@ -22,10 +22,12 @@ import numpy as np
 from reduction.errors import IntegrationError, RawDataError
 from reduction.io import bliss
 from reduction.io.blocks import StageTimes, read_ahead, write_behind
+from reduction.io.direct import CompressedFrames
 from reduction.io.images import load_image
 from reduction.io.poni import read_poni_text
 
 from .chunkfile import ChunkMeta, ChunkWriter
+from .engines.bslz4_opencl import CorruptChunk
 from .geometry import Geometry
 from .integrator import Integrator
 from .units import r_mm_problem
@@ -69,7 +71,8 @@ class AzintStep:
                                                         device=self.device)
         return self._integrators[wavelength]
 
-    def _integrate(self, integrator: Integrator, frames: np.ndarray, monitor: np.ndarray | None):
+    def _integrate(self, integrator: Integrator, frames: np.ndarray | CompressedFrames,
+                   monitor: np.ndarray | None):
         common = dict(unit=self.cfg["unit"], splitting=self.cfg["splitting"],
                       radial_range=_pair(self.cfg.get("radial_range")),
                       azimuth_range=_pair(self.cfg.get("azimuth_range")), dark=self.dark, flat=self.flat,
@@ -105,19 +108,33 @@ class AzintStep:
                          flat_applied=self.flat is not None, monitor_applied=monitor is not None, monitor=monitor)
         blocks = [(b, min(b + READ_BLOCK, stop)) for b in range(start, stop, READ_BLOCK)]
         read = partial(bliss.read_frames, dataset, scan, chunk["detector"])
+        # frames left compressed where the engine decompresses them on its device (a GPU)
+        reader = bliss.read_frames_compressed if self._on_device(integrator) else bliss.read_frames
         times = StageTimes()
         with ChunkWriter(out, meta) as writer:
             with write_behind(writer.write, times) as write:  # block k-1 written, k+1 read while k is reduced
-                for b0, b1, frames in read_ahead(read, blocks, times):
+                for b0, b1, frames in read_ahead(partial(reader, dataset, scan, chunk["detector"]), blocks, times):
                     block_monitor = None if monitor is None else monitor[b0 - start:b1 - start]
                     t0 = time.perf_counter()
-                    result = self._integrate(integrator, frames, block_monitor)
+                    try:
+                        result = self._integrate(integrator, frames, block_monitor)
+                    except CorruptChunk as exc:  # the host's path decompresses it, or names the file at fault
+                        log.warning("%s scan %s frame %d: %s; this block is decompressed on the host", dataset,
+                                    scan, b0 + exc.index, exc.why)
+                        result = self._integrate(integrator, read(b0, b1), block_monitor)
                     times.reduce += time.perf_counter() - t0
                     write(b0 - start, result)
             self.engine_used = integrator.engine_description
             writer.note_engine(self.engine_used)
         self.stages = times.as_dict()
         return stop - start
+
+    def _on_device(self, integrator: Integrator) -> bool:
+        """Whether this integrator's engine decompresses frames on its device (it is then built now)."""
+        radial = "npt_rad" if self.kind == "azint2d" else "npt"
+        return integrator.decompresses_on_device(
+            int(self.cfg[radial]), int(self.cfg["npt_azim"]) if self.kind == "azint2d" else None, self.cfg["unit"],
+            self.cfg["splitting"], _pair(self.cfg.get("radial_range")), _pair(self.cfg.get("azimuth_range")))
 
     def _check_wavelength(self, chunk: Mapping[str, Any]) -> float | None:
         """The energy in keV: the PONI's, else the scan's monochromator; warn when the two disagree."""

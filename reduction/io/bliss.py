@@ -40,12 +40,12 @@ import numpy as np
 
 from reduction.errors import RawDataError, RawDataPending, XReduceError
 
-from .direct import read_direct
+from .direct import CompressedFrames, read_compressed, read_direct
 
 __all__ = [
     "ScanInfo", "ScanSelection", "ScanSelectionError", "find_datasets", "read_scans", "parse_scan_selection",
-    "read_frames", "read_counter", "frame_sources", "experiment_of", "processed_data_dir", "open_raw",
-    "HC_KEV_ANGSTROM",
+    "read_frames", "read_frames_compressed", "read_counter", "frame_sources", "experiment_of", "processed_data_dir",
+    "open_raw", "HC_KEV_ANGSTROM",
 ]
 
 #: h·c in keV·Å: λ[Å] = HC_KEV_ANGSTROM / E[keV].
@@ -688,13 +688,31 @@ def read_frames(dataset: str | os.PathLike[str], scan: str, detector: str, start
     with open_raw(path) as f:
         dset = _detector(f, path, scan, detector)
         _sources(dset, path, scan, detector, start, stop)
-        frames = read_direct(dset, start, stop, resolve=lambda name: _resolve(path, name), open_file=open_raw)
-        if frames is not None:
-            return frames
-        try:
-            return dset[start:stop]
-        except (OSError, RuntimeError, ValueError) as exc:
-            raise _read_error(dset, path, scan, detector, start, stop, exc) from None
+        return _read(dset, path, scan, detector, start, stop)
+
+
+def read_frames_compressed(dataset: str | os.PathLike[str], scan: str, detector: str, start: int,
+                           stop: int) -> CompressedFrames | np.ndarray:
+    """Frames [start, stop) as their raw bitshuffle-LZ4 chunks, not decompressed, where every frame is
+    one such chunk (:func:`reduction.io.direct.read_compressed`: for an engine that decompresses on
+    its device); else the frames as :func:`read_frames` gives them. Raises as :func:`read_frames`."""
+    path = Path(os.path.abspath(dataset))
+    with open_raw(path) as f:
+        dset = _detector(f, path, scan, detector)
+        _sources(dset, path, scan, detector, start, stop)
+        chunks = read_compressed(dset, start, stop, resolve=lambda name: _resolve(path, name), open_file=open_raw)
+        return chunks if chunks is not None else _read(dset, path, scan, detector, start, stop)
+
+
+def _read(dset: h5py.Dataset, path: Path, scan: str, detector: str, start: int, stop: int) -> np.ndarray:
+    """Frames [start, stop) of a checked detector dataset: direct-chunk reads, else h5py."""
+    frames = read_direct(dset, start, stop, resolve=lambda name: _resolve(path, name), open_file=open_raw)
+    if frames is not None:
+        return frames
+    try:
+        return dset[start:stop]
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise _read_error(dset, path, scan, detector, start, stop, exc) from None
 
 
 def _read_error(dset: h5py.Dataset, path: Path, scan: str, detector: str, start: int, stop: int,

@@ -14,10 +14,11 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
-
-import numpy as np
+from typing import TypeVar
 
 __all__ = ["StageTimes", "read_ahead", "write_behind"]
+
+Frames = TypeVar("Frames")  # what a block read gives: an array of frames, or their compressed chunks
 
 
 @dataclass
@@ -34,12 +35,12 @@ class StageTimes:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-def read_ahead(read: Callable[[int, int], np.ndarray], ranges: list[tuple[int, int]], times: StageTimes,
-               depth: int = 1) -> Iterator[tuple[int, int, np.ndarray]]:
+def read_ahead(read: Callable[[int, int], Frames], ranges: list[tuple[int, int]], times: StageTimes,
+               depth: int = 1) -> Iterator[tuple[int, int, Frames]]:
     """Yield ``(start, stop, read(start, stop))`` for each range in order, ``depth`` ranges read ahead
     in a thread. An error reading a block is raised when that block is reached."""
 
-    def timed(b0: int, b1: int) -> np.ndarray:
+    def timed(b0: int, b1: int) -> Frames:
         t0 = time.perf_counter()
         try:
             return read(b0, b1)
@@ -47,7 +48,7 @@ def read_ahead(read: Callable[[int, int], np.ndarray], ranges: list[tuple[int, i
             times.read += time.perf_counter() - t0
 
     with ThreadPoolExecutor(1, thread_name_prefix="xreduce-read") as reader:
-        queued: list[Future[np.ndarray]] = []
+        queued: list[Future[Frames]] = []
         for i, (b0, b1) in enumerate(ranges):
             while len(queued) <= depth and i + len(queued) < len(ranges):
                 n0, n1 = ranges[i + len(queued)]

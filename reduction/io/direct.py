@@ -17,6 +17,8 @@ can decode — a plain or external-link dataset, or a virtual dataset whose mapp
 one source row; anything else (other filters, chunk shapes, gaps, type conversions, a chunk that
 does not decode) answers None, and the caller reads through h5py, which also names a damaged file.
 ``XREDUCE_DIRECT_READS=0`` turns the direct path off (to compare, or to rule it out).
+:func:`read_compressed` walks the same chunks but keeps bitshuffle-LZ4 ones as they are
+(:class:`CompressedFrames`), for an engine that decompresses on its device.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-__all__ = ["read_direct", "decoder_for", "frame_locations", "read_threads"]
+__all__ = ["CompressedFrames", "read_direct", "read_compressed", "decode_bslz4", "bslz4_block_bytes", "decoder_for",
+           "frame_locations", "read_threads"]
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +82,19 @@ def _bitshuffle_lz4(shape: tuple[int, ...], dtype: np.dtype) -> Decoder:
         return bitshuffle.decompress_lz4(np.frombuffer(raw, np.uint8, offset=12), shape, dtype,
                                          block_bytes // dtype.itemsize)
     return decode
+
+
+def bslz4_block_bytes(raw: bytes, frame_bytes: int, itemsize: int) -> int:
+    """The block size (bytes) of a bitshuffle-LZ4 chunk that must hold ``frame_bytes``, from its
+    header; ValueError saying what is wrong when the header does not describe such a chunk."""
+    if len(raw) < 12:
+        raise ValueError(f"{len(raw)} bytes, shorter than its 12-byte header")
+    total, block = struct.unpack(">QI", raw[:12])
+    if total != frame_bytes:
+        raise ValueError(f"its header gives {total} uncompressed bytes, a frame has {frame_bytes}")
+    if block <= 0 or block % (8 * itemsize):
+        raise ValueError(f"its header gives blocks of {block} bytes, not a multiple of 8 elements of {itemsize} bytes")
+    return int(block)
 
 
 def _lz4(shape: tuple[int, ...], dtype: np.dtype) -> Decoder:
@@ -197,6 +213,68 @@ def frame_locations(dset: h5py.Dataset, start: int, stop: int,
 
 
 # -- reading ------------------------------------------------------------------------------------
+def decode_bslz4(chunks: list[bytes], dtype: np.dtype, frame: tuple[int, ...]) -> np.ndarray:
+    """Frames from their bitshuffle-LZ4 chunks, decompressed on the host in threads (as read_direct)."""
+    out = np.empty((len(chunks), *frame), dtype)
+    decode = _bitshuffle_lz4(frame, np.dtype(dtype))
+    for job in [_pool().submit(_decode_into, out, k, raw, decode) for k, raw in enumerate(chunks)]:
+        job.result()
+    return out
+
+
+@dataclass(frozen=True)
+class CompressedFrames:
+    """A block of frames as their raw bitshuffle-LZ4 chunks, one per frame (what
+    :func:`reduction.io.direct.read_compressed` reads); :meth:`decode` gives the frames on the host."""
+
+    chunks: list[bytes]
+    dtype: np.dtype
+    frame_shape: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.chunks), *self.frame_shape)
+
+    def __getitem__(self, frames: slice) -> CompressedFrames:
+        return CompressedFrames(self.chunks[frames], self.dtype, self.frame_shape)
+
+    def decode(self) -> np.ndarray:
+        """The frames (B, *frame_shape), decompressed on the host in threads."""
+        return decode_bslz4(self.chunks, self.dtype, self.frame_shape)
+
+
+class _NotHere(Exception):
+    """A chunk this path does not take: the caller reads another way."""
+
+
+def _each_chunk(dset: h5py.Dataset, sources: list[_Source], frame: tuple[int, ...],
+                open_file: Callable[[Path], h5py.File],
+                take: Callable[[int, bytes, int, int | None, Decoder], None]) -> bool:
+    """Call ``take(k, raw, filter_mask, filter_code, decoder)`` for the raw chunk of each frame k of ``sources``;
+    False when some source has no direct-chunk decoder (another filter, chunk shape or dtype)."""
+    for source in sources:
+        with nullcontext(None) if source.file is None else open_file(source.file) as f:
+            src = dset if f is None else f[source.dset]
+            code, decode = _filter_code(src), decoder_for(src)
+            if decode is None or src.dtype != dset.dtype or tuple(src.shape[1:]) != frame:
+                log.debug("%s in %s: no direct-chunk decoder (chunks %s, dtype %s); read through h5py",
+                          source.dset, source.file, src.chunks, src.dtype)
+                return False
+            for row, k in zip(source.rows, source.frames):
+                mask, raw = src.id.read_direct_chunk((row, *(0,) * (src.ndim - 1)))
+                take(k, raw, mask, code, decode)
+    return True
+
+
+def _filter_code(dset: h5py.Dataset) -> int | None:
+    """The HDF5 filter id of a dataset with exactly one filter, else None."""
+    plist = dset.id.get_create_plist()
+    return plist.get_filter(0)[0] if plist.get_nfilters() == 1 else None
+
+
 def read_direct(dset: h5py.Dataset, start: int, stop: int, resolve: Callable[[str], Path],
                 open_file: Callable[[Path], h5py.File]) -> np.ndarray | None:
     """Frames [start, stop) of ``dset`` from their raw chunks, decompressed in threads; None when
@@ -209,18 +287,13 @@ def read_direct(dset: h5py.Dataset, start: int, stop: int, resolve: Callable[[st
         return None
     out = np.empty((stop - start, *dset.shape[1:]), dset.dtype)
     pending = []
+
+    def take(k: int, raw: bytes, mask: int, code: int | None, decode: Decoder) -> None:
+        pending.append(_pool().submit(_decode_into, out, k, raw, decode if not mask & 1 else None))
+
     try:
-        for source in sources:
-            with nullcontext(None) if source.file is None else open_file(source.file) as f:
-                src = dset if f is None else f[source.dset]
-                decode = decoder_for(src)
-                if decode is None or src.dtype != dset.dtype or tuple(src.shape[1:]) != out.shape[1:]:
-                    log.debug("%s in %s: no direct-chunk decoder (chunks %s, dtype %s); read through h5py",
-                              source.dset, source.file, src.chunks, src.dtype)
-                    return None
-                for row, k in zip(source.rows, source.frames):
-                    mask, raw = src.id.read_direct_chunk((row, *(0,) * (src.ndim - 1)))
-                    pending.append(_pool().submit(_decode_into, out, k, raw, decode if not mask & 1 else None))
+        if not _each_chunk(dset, sources, tuple(out.shape[1:]), open_file, take):
+            return None
         for job in pending:
             job.result()
     except Exception as exc:  # noqa: BLE001 - an unallocated or damaged chunk: h5py reads (and names) it
@@ -229,6 +302,38 @@ def read_direct(dset: h5py.Dataset, start: int, stop: int, resolve: Callable[[st
             job.cancel()
         return None
     return out
+
+
+def read_compressed(dset: h5py.Dataset, start: int, stop: int, resolve: Callable[[str], Path],
+                    open_file: Callable[[Path], h5py.File]) -> CompressedFrames | None:
+    """Frames [start, stop) of ``dset`` as their raw bitshuffle-LZ4 chunks, not decompressed (for
+    :mod:`reduction.azint.engines.bslz4_opencl`); None where :func:`read_direct` would not apply or
+    some chunk is not bitshuffle-LZ4 with a header that fits a frame (the caller reads another way)."""
+    if os.environ.get("XREDUCE_DIRECT_READS", "1") == "0":
+        return None
+    sources = frame_locations(dset, start, stop, resolve)
+    if sources is None:
+        return None
+    frame, dtype = tuple(dset.shape[1:]), dset.dtype
+    nbytes = int(np.prod(frame)) * dtype.itemsize
+    chunks: list[bytes] = [b""] * (stop - start)
+
+    def take(k: int, raw: bytes, mask: int, code: int | None, decode: Decoder) -> None:
+        if mask & 1 or code != BITSHUFFLE:
+            raise _NotHere(f"frame {start + k}: not a bitshuffle-LZ4 chunk")
+        try:
+            bslz4_block_bytes(raw, nbytes, dtype.itemsize)
+        except ValueError as exc:
+            raise _NotHere(f"frame {start + k}: {exc}") from None
+        chunks[k] = raw
+
+    try:
+        if not _each_chunk(dset, sources, frame, open_file, take):
+            return None
+    except Exception as exc:  # noqa: BLE001 - as read_direct: another path reads (and names) it
+        log.debug("%s [%d, %d): compressed chunks not taken (%s)", dset.name, start, stop, exc)
+        return None
+    return CompressedFrames(chunks, dtype, frame)
 
 
 def _decode_into(out: np.ndarray, k: int, raw: bytes, decode: Decoder | None) -> None:

@@ -12,6 +12,9 @@ few counts -- about 0.8 MB per compressed frame), then measures, in this one run
 * **read, h5py**: frames/s read through the VDS and HDF5's filter pipeline (``dset[b0:b1]``);
 * **read, direct**: frames/s of ``reduction.io.bliss.read_frames`` with direct-chunk reads on (raw
   chunks, decompressed in a thread pool);
+* **decompress**: frames/s of bitshuffle-LZ4 decompression alone, one scan's raw chunks in memory:
+  on the host's threads (the ``bitshuffle`` library) and on the OpenCL device (``BSLZ4Decoder``:
+  upload + decode into device memory, as the OpenCL engine does before its kernels);
 * **kernel**: frames/s of ``Integrator.integrate1d`` on 32 frames already in memory (1000 bins,
   q_nm^-1, bbox, Poisson error model), for each engine;
 * **stage bound**: 1 / (1/read_direct + 1/kernel) per engine -- decompression and the kernel share
@@ -21,7 +24,9 @@ few counts -- about 0.8 MB per compressed frame), then measures, in this one run
   npt=1000)``, I and sigma written to one HDF5 file per scan);
 * **xreduce run**: ``python -m hpc.cli run campaign=demo ...`` as a subprocess per engine, cold
   (a fresh ``XREDUCE_CACHE_DIR``/``POCL_CACHE_DIR``: matrix and kernels built), warm (same caches,
-  a new output folder) and warm with ``XREDUCE_DIRECT_READS=0`` (reads through h5py).
+  a new output folder), warm with ``XREDUCE_DIRECT_READS=0`` (reads through h5py) and, for OpenCL, warm
+  with device decompression the other way round from the device's default
+  (``XREDUCE_DEVICE_DECOMPRESSION``: on for GPUs, off for CPU devices).
 
 Each command is given as frames/s of its whole wall time (interpreter start, imports, planning,
 merge included) and of its own "reduced N frames in S s" line. The ratios at the end compare xreduce
@@ -213,6 +218,50 @@ def time_direct(exp: Experiment) -> tuple[float, list[str]]:
 
 
 @dataclass
+class Decompression:
+    cpu: float  # seconds to decompress every frame on the host's threads (bitshuffle library)
+    device: float | None  # seconds on the OpenCL device: upload + decode into device memory
+    device_name: str  # the device, or why it was not measured
+    default_on: bool  # XREDUCE_DEVICE_DECOMPRESSION's default for this device
+
+
+def time_decompression(exp: Experiment, rounds: int) -> Decompression:
+    """Decompression alone, the raw chunks already in memory (one scan): on the host's threads
+    (CompressedFrames.decode, as read_frames) and on the OpenCL device (BSLZ4Decoder, the chunks
+    uploaded and decoded into a device buffer, as the OpenCL engine does before its kernels)."""
+    from reduction.io.bliss import read_frames_compressed
+    from reduction.io.direct import CompressedFrames
+
+    blocks = [read_frames_compressed(exp.master, exp.scans[0], DETECTOR, b0, b1) for b0, b1 in _blocks(exp.nframes)]
+    packed = [b for b in blocks if isinstance(b, CompressedFrames)]
+    if len(packed) != len(blocks):
+        return Decompression(float("nan"), None, "frames not read as bitshuffle-LZ4 chunks", False)
+    cpu = min(_timed(lambda: [b.decode() for b in packed]) for _ in range(rounds))
+    try:
+        import pyopencl as cl
+
+        from reduction.azint.engines.bslz4_opencl import BSLZ4Decoder, device_decompression
+        from reduction.azint.engines.device import open_device
+
+        info, dev = open_device("auto")
+        queue = cl.CommandQueue(cl.Context([dev]))
+        decoder = BSLZ4Decoder(queue.context, queue)
+        out = cl.Buffer(queue.context, cl.mem_flags.READ_WRITE, BLOCK * exp.shape[0] * exp.shape[1] * 4)
+        decoder.decompress(packed[0].chunks, np.uint32, exp.shape, out=out)  # kernels built
+        device = min(_timed(lambda: [decoder.decompress(b.chunks, np.uint32, exp.shape, out=out) for b in packed])
+                     for _ in range(rounds))
+        return Decompression(cpu, device, str(info), device_decompression(info.kind, {}))
+    except (ImportError, EngineUnavailable) as exc:
+        return Decompression(cpu, None, f"no OpenCL device ({exc})", False)
+
+
+def _timed(call) -> float:
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
+@dataclass
 class Kernel:
     best: float  # seconds per call, best of the timed calls
     first_empty: float  # seconds of the first call, empty cache: matrix (and OpenCL kernels) built
@@ -285,14 +334,15 @@ def _command(label: str, cmd: list[str], env: dict[str, str], frames: int) -> Ru
 
 
 def xreduce_run(exp: Experiment, work: Path, label: str, engine: str, cache: Path, out: Path, fpc: int,
-                direct: bool) -> Run:
+                direct: bool, device_decompression: str = "auto") -> Run:
     cmd = [sys.executable, "-m", "hpc.cli", "run", "campaign=demo", f"campaign.raw_data={exp.raw_data}",
            f"campaign.detector={DETECTOR}", "campaign.monitor=null", f"reduction.poni={exp.poni}",
            f"reduction.mask={exp.mask}", f"reduction.npt={NPT}", f"reduction.unit='{UNIT}'",
            f"reduction.splitting={SPLITTING}", "reduction.error_model=poisson", f"reduction.engine={engine}",
            f"partition.frames_per_chunk={fpc}", f"campaign.output={out}"]
     env = {**os.environ, "XREDUCE_CACHE_DIR": str(cache), "POCL_CACHE_DIR": str(cache / "pocl"),
-           "XREDUCE_DIRECT_READS": "1" if direct else "0", "TQDM_DISABLE": "1"}
+           "XREDUCE_DIRECT_READS": "1" if direct else "0", "TQDM_DISABLE": "1",
+           "XREDUCE_DEVICE_DECOMPRESSION": device_decompression}
     return _command(label, cmd, env, len(exp.scans) * exp.nframes)
 
 
@@ -412,6 +462,7 @@ def _bench(args: argparse.Namespace, engines: list[str], work: Path) -> int:
     h5py_s, direct_s = min(h5py_t), min(direct_t)
     from reduction.io.bliss import read_frames
 
+    decompression = time_decompression(exp, args.rounds)
     first = read_frames(exp.master, exp.scans[0], DETECTOR, 0, min(BLOCK, exp.nframes))  # the kernel's frames
     kernel: dict[str, Kernel] = {}
     skipped: dict[str, str] = {}
@@ -436,6 +487,11 @@ def _bench(args: argparse.Namespace, engines: list[str], work: Path) -> int:
             out = work / f"out-{engine}-{key}"
             runs[f"{engine}-{key}"] = xreduce_run(exp, work, f"xreduce[{engine}] {label}", engine, cache, out,
                                                   args.frames_per_chunk, direct)
+        if engine == "opencl" and decompression.device is not None:  # the other side of the device's default
+            flip = "0" if decompression.default_on else "1"
+            runs[f"{engine}-warm-devdec"] = xreduce_run(
+                exp, work, f"xreduce[{engine}] warm, XREDUCE_DEVICE_DECOMPRESSION={flip}", engine, cache,
+                work / f"out-{engine}-devdec", args.frames_per_chunk, True, flip)
     accuracy = None
     if pyfai_out is not None and engines:
         try:
@@ -460,6 +516,12 @@ def _bench(args: argparse.Namespace, engines: list[str], work: Path) -> int:
     _row("read, h5py (VDS + HDF5 filter pipeline)", total / h5py_s)
     _row("read, direct chunks + decompression (read_frames)", total / direct_s,
          f"({len(fallbacks)} reads fell back to h5py: {fallbacks[0]})" if fallbacks else "")
+    scan_frames = exp.nframes
+    _row("decompress, CPU threads (bitshuffle), chunks in memory", scan_frames / decompression.cpu)
+    _row("decompress, OpenCL device (upload + decode), chunks in memory",
+         scan_frames / decompression.device if decompression.device else None,
+         f"{decompression.device_name}; device decompression {'on' if decompression.default_on else 'off'} "
+         "by default here")
     bound = {}
     for engine in engines:
         k, nblock = kernel[engine], min(BLOCK, exp.nframes)
@@ -492,6 +554,11 @@ def _bench(args: argparse.Namespace, engines: list[str], work: Path) -> int:
         own_b = f"own line {100 * warm.own_fps / bound[engine]:.0f} %, " if warm.own_fps else ""
         print(f"    xreduce[{engine}] warm / stage bound: {own_b}wall {100 * warm.wall_fps / bound[engine]:.0f} %"
               f"   (target >= 85 %)")
+        devdec = runs.get(f"{engine}-warm-devdec")
+        if devdec is not None and warm.own_fps and devdec.own_fps:
+            pair = "on / off" if decompression.default_on else "off / on"
+            print(f"    xreduce[{engine}] warm, device decompression {pair} (the default first): own line "
+                  f"{warm.own_fps / devdec.own_fps:.2f}x, wall {warm.wall_fps / devdec.wall_fps:.2f}x")
         h5 = runs[f"{engine}-warm-h5py"]
         if warm.own_fps and h5.own_fps:
             print(f"    xreduce[{engine}] warm, direct reads on / off: own line {warm.own_fps / h5.own_fps:.1f}x, "

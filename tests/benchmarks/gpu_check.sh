@@ -8,17 +8,21 @@
 # `run` installs the wheels into /tmp/site (no index needed), makes the NVIDIA OpenCL driver visible
 # to pyopencl's ICD loader (OCL_ICD_FILENAMES, additive: never OCL_ICD_VENDORS, which hides the pip
 # PoCL), lists the OpenCL devices, runs the OpenCL engine tests (device "auto" takes the GPU first),
-# then the benchmark for Eiger4M and Pilatus1M with --device gpu. Logs go to $OUT (or
-# ./gpu_check_out). About 3-5 minutes.
+# then the benchmark for Eiger4M and Pilatus1M with --device gpu, then device decompression
+# (bitshuffle-LZ4 on the GPU): its parity tests, its rate beside the CPU's and xreduce end to end
+# with it on (the GPU default) and off (bench_e2e.py). That part needs h5py, hdf5plugin and
+# bitshuffle: `WHEELS_EXTRA="hdf5plugin bitshuffle" ... wheels` adds them (~56 MB: mind the 64 MiB).
+# Logs go to $OUT (or ./gpu_check_out). About 5-8 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-WHEELS=(pyopencl pytools platformdirs siphash24 pyFAI fabio silx numexpr)  # no hdf5plugin: 45 MB, unused here
+WHEELS=(pyopencl pytools platformdirs siphash24 pyFAI fabio silx numexpr)  # no hdf5plugin: 45 MB, see WHEELS_EXTRA
+read -r -a EXTRA <<<"${WHEELS_EXTRA:-}"  # e.g. "hdf5plugin bitshuffle": device decompression's tests and benchmark
 
 fetch() {
   grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >>.git/info/exclude
   mkdir -p .whl
-  for name in "${WHEELS[@]}"; do
+  for name in "${WHEELS[@]}" "${EXTRA[@]}"; do
     python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
       --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
       --platform manylinux2014_x86_64 -d .whl "$name"
@@ -42,10 +46,21 @@ run() {
   python3 tests/benchmarks/bench_integrate.py --device gpu 2>&1 | tee "$out/bench_eiger4m.txt"
   python3 tests/benchmarks/bench_integrate.py --device gpu --detector Pilatus1M --frames 64 2>&1 \
     | tee "$out/bench_pilatus1m.txt"
+  # device decompression: parity on the GPU, then decompression rates (CPU threads vs the GPU) and
+  # xreduce run end to end with XREDUCE_DEVICE_DECOMPRESSION on (the GPU default) and =0
+  if python3 -c 'import h5py, hdf5plugin, bitshuffle' 2>"$out/decompression_missing.txt"; then
+    python3 -m pytest -q -p no:cacheprovider tests/reduction/test_bslz4_opencl.py 2>&1 \
+      | tee "$out/tests_bslz4.txt" || true
+    python3 tests/benchmarks/bench_e2e.py --engines opencl --skip-pyfai --frames 96 --rounds 2 --repeats 2 \
+      --workdir "${TMPDIR:-/tmp}" 2>&1 | tee "$out/bench_e2e_gpu.txt"
+  else
+    echo "device decompression not measured: $(tail -n1 "$out/decompression_missing.txt")" \
+      "(fetch with WHEELS_EXTRA=\"hdf5plugin bitshuffle\" bash $0 wheels)" | tee "$out/bench_e2e_gpu.txt"
+  fi
 }
 
 case "${1:-}" in
   wheels) fetch ;;
   run) run ;;
-  *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -51,6 +51,7 @@ import os
 import sys
 import threading
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,12 +61,15 @@ import scipy.sparse as sp
 
 from reduction.io.process import call
 
+from .bslz4_opencl import BSLZ4Decoder, CorruptChunk, device_decompression
 from .contract import EngineOutput, canonical_matrix, default_threads, frame_block, invalid_mask
 from .device import DeviceInfo, EngineUnavailable, open_device
 
 __all__ = ["OpenCLEngine", "EngineUnavailable", "build_layout"]
 
 if TYPE_CHECKING:
+    from reduction.io.direct import CompressedFrames
+
     from ..cache import MatrixCache
 
 log = logging.getLogger(__name__)
@@ -334,6 +338,7 @@ class OpenCLEngine:
                                     f"the group kernel stages {16 * _GROUP_PMAX + 1024}")
         self._fb = max(self._fb, 1)
         self._programs: dict[tuple[str, int], dict[str, Any]] = {}
+        self._decoder: BSLZ4Decoder | None = None  # built on the first reduce_compressed
         self._lock = threading.Lock()
         try:
             self._ctx = cl.Context([dev])
@@ -496,7 +501,7 @@ class OpenCLEngine:
             signal = np.empty((nframes, nbins))
             variance = np.empty((nframes, nbins)) if with_var else None
             try:
-                invalid = self._run(kernels, matrix, frames, signal, variance, nframes)
+                invalid = self._run(kernels, matrix, _HostFrames(frames), signal, variance, nframes)
             except self._cl.Error as exc:
                 raise EngineUnavailable(f"OpenCL kernels fail to run on {self.device} for {dtype} frames "
                                         f"(self-test): {exc}") from None
@@ -557,8 +562,35 @@ class OpenCLEngine:
         frame per launch, a lost device): the caller may redo the block with the numpy engine.
         """
         frames = frame_block(frames, self.npix)
-        frames = _host_frames(frames)
-        nframes = frames.shape[0]
+        return self._reduce(_HostFrames(_host_frames(frames)), variance)
+
+    @property
+    def device_decompression(self) -> bool:
+        """Whether :meth:`reduce_compressed` decompresses on this device (``XREDUCE_DEVICE_DECOMPRESSION``:
+        1, 0 or auto = on GPUs only; :mod:`.bslz4_opencl`); when False it decompresses on the host."""
+        return device_decompression(self.device.kind)
+
+    def reduce_compressed(self, frames: CompressedFrames, *, variance: bool = True) -> EngineOutput:
+        """:meth:`reduce` of frames given as their bitshuffle-LZ4 chunks: shipped to the device
+        compressed, decompressed there (:class:`~.bslz4_opencl.BSLZ4Decoder`) and integrated where
+        they are, with the same numbers as ``reduce(frames.decode())``. Without
+        :attr:`device_decompression`, or for a frame type the kernels do not read, the frames are
+        decompressed on the host. Raises :class:`~.bslz4_opencl.CorruptChunk` for a chunk that
+        does not decompress.
+        """
+        if int(np.prod(frames.frame_shape)) != self.npix:
+            raise ValueError(f"frames of shape {frames.frame_shape} do not match the matrix's {self.npix} pixels")
+        dt = np.dtype(frames.dtype)
+        if not self.device_decompression or (dt.kind, dt.itemsize) not in _TYPES or not dt.isnative:
+            return self.reduce(frames.decode().reshape(len(frames), -1), variance=variance)
+        with self._lock:
+            if self._decoder is None:
+                self._decoder = BSLZ4Decoder(self._ctx, self._queue)
+        return self._reduce(_ChunkFrames(frames, self._decoder), variance)
+
+    def _reduce(self, frames: _HostFrames | _ChunkFrames, variance: bool) -> EngineOutput:
+        """Launch the kernels over a block (see :meth:`reduce`), halving launches on out-of-memory."""
+        nframes = len(frames)
         signal = np.empty((nframes, self.nbins), np.float64)
         var_out = np.empty((nframes, self.nbins), np.float64) if variance else None
         if nframes == 0:
@@ -585,12 +617,12 @@ class OpenCLEngine:
         return EngineOutput(signal=signal, variance=var_out, invalid=invalid)
 
     # ------------------------------------------------------------------ internals
-    def _run(self, kernels: dict[str, Any], matrix: _DeviceMatrix, frames: np.ndarray, signal: np.ndarray,
-             var_out: np.ndarray | None, step: int) -> np.ndarray:
+    def _run(self, kernels: dict[str, Any], matrix: _DeviceMatrix, frames: _HostFrames | _ChunkFrames,
+             signal: np.ndarray, var_out: np.ndarray | None, step: int) -> np.ndarray:
         """Launch the kernels over ``frames`` in launches of ``step`` frames; return the invalid list."""
         cl = self._cl
         mf = cl.mem_flags
-        nframes, itemsize = frames.shape[0], frames.dtype.itemsize
+        nframes = len(frames)
         q = self._queue
         with_var = var_out is not None
         if self._unified:
@@ -603,14 +635,8 @@ class OpenCLEngine:
         lists = []
         for i, f0 in enumerate(range(0, nframes, step)):
             n = min(step, nframes - f0)
-            wait = []
-            if self._unified:
-                xbuf = cl.Buffer(self._ctx, mf.READ_ONLY | mf.USE_HOST_PTR, hostbuf=frames[f0:f0 + n])
-            else:
-                xbuf = matrix.buffer(f"frames{i % 2}", step * matrix.npix * itemsize)
-                deps = [last_use[i % 2]] if last_use[i % 2] is not None else []
-                wait = [cl.enqueue_copy(self._copy_queue, xbuf, frames[f0:f0 + n], is_blocking=False,
-                                        wait_for=deps)]
+            deps = [last_use[i % 2]] if last_use[i % 2] is not None else []
+            xbuf, wait = frames.load(self, matrix, i, f0, n, step, deps)
             last_use[i % 2], lists_i = self._launch(kernels, matrix, xbuf, n, f0, step, with_var, sig_buf, var_buf,
                                                     f"{i}", wait)
             lists.append(lists_i)
@@ -624,7 +650,7 @@ class OpenCLEngine:
             if with_var:
                 cl.enqueue_copy(q, var_out, var_buf, is_blocking=False)
         q.finish()
-        return self._invalid(matrix, frames, lists)
+        return self._invalid(matrix, frames.host, lists)
 
     def _launch(self, kernels: dict[str, Any], matrix: _DeviceMatrix, xbuf: Any, n: int, f0: int, step: int,
                 with_var: bool, sig_buf: Any, var_buf: Any, tag: str, wait: list) -> tuple[Any, tuple]:
@@ -656,7 +682,8 @@ class OpenCLEngine:
                            wait_for=[ev] if ev is not None else wait)
         return ev, (f0, n, ninv, inv, nlist if ev is not None else 0)
 
-    def _invalid(self, matrix: _DeviceMatrix, frames: np.ndarray, lists: list[tuple]) -> np.ndarray:
+    def _invalid(self, matrix: _DeviceMatrix, frames: Callable[[int, int], np.ndarray],
+                 lists: list[tuple]) -> np.ndarray:
         """Collect the kernels' invalid lists; rescan on the host the tiles whose list overflowed."""
         cl = self._cl
         parts = []
@@ -681,8 +708,10 @@ class OpenCLEngine:
         out = np.concatenate(parts)
         return out[np.lexsort((out[:, 1], out[:, 0]))]
 
-    def _rescan(self, layout: TileLayout, frames: np.ndarray, f0: int, n: int, idx: int) -> np.ndarray:
-        """Invalid entries of one overflowing list: its tile's pixels in its frames."""
+    def _rescan(self, layout: TileLayout, frames: Callable[[int, int], np.ndarray], f0: int, n: int,
+                idx: int) -> np.ndarray:
+        """Invalid entries of one overflowing list: its tile's pixels in its frames (``frames(b0, b1)``
+        gives frames [b0, b1) on the host)."""
         if self.kernel == "cpu":
             groups = self._lists(layout, n) // layout.ntiles
             tile, group = divmod(idx, groups)
@@ -691,5 +720,49 @@ class OpenCLEngine:
         else:
             tile, b0, b1 = idx, f0, f0 + n
         pix = layout.pos_pix[layout.tile_pos[tile]:layout.tile_pos[tile + 1]]
-        fr, loc = np.nonzero(invalid_mask(frames[b0:b1][:, pix]))
+        fr, loc = np.nonzero(invalid_mask(frames(b0, b1)[:, pix]))
         return np.stack([fr.astype(np.int64) + b0, pix[loc].astype(np.int64)], axis=1)
+
+
+class _HostFrames:
+    """A block of frames on the host, wrapped in place (shared memory) or uploaded per launch."""
+
+    def __init__(self, frames: np.ndarray) -> None:
+        self.frames, self.dtype = frames, frames.dtype
+
+    def __len__(self) -> int:
+        return self.frames.shape[0]
+
+    def host(self, b0: int, b1: int) -> np.ndarray:
+        return self.frames[b0:b1]
+
+    def load(self, engine: OpenCLEngine, matrix: _DeviceMatrix, i: int, f0: int, n: int, step: int,
+             deps: list) -> tuple[Any, list]:
+        """The device buffer of frames [f0, f0+n) (launch i) and the events a launch waits for."""
+        cl, mf, part = engine._cl, engine._cl.mem_flags, self.frames[f0:f0 + n]
+        if engine._unified:
+            return cl.Buffer(engine._ctx, mf.READ_ONLY | mf.USE_HOST_PTR, hostbuf=part), []
+        xbuf = matrix.buffer(f"frames{i % 2}", step * matrix.npix * self.dtype.itemsize)
+        return xbuf, [cl.enqueue_copy(engine._copy_queue, xbuf, part, is_blocking=False, wait_for=deps)]
+
+
+class _ChunkFrames:
+    """A block of frames as compressed chunks, decompressed on the device launch by launch."""
+
+    def __init__(self, frames: CompressedFrames, decoder: BSLZ4Decoder) -> None:
+        self.frames, self.decoder, self.dtype = frames, decoder, np.dtype(frames.dtype)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def host(self, b0: int, b1: int) -> np.ndarray:
+        return self.frames[b0:b1].decode().reshape(b1 - b0, -1)
+
+    def load(self, engine: OpenCLEngine, matrix: _DeviceMatrix, i: int, f0: int, n: int, step: int,
+             deps: list) -> tuple[Any, list]:
+        xbuf = matrix.buffer(f"frames{i % 2}", step * matrix.npix * self.dtype.itemsize)
+        try:
+            self.decoder.decompress(self.frames.chunks[f0:f0 + n], self.dtype, self.frames.frame_shape, out=xbuf)
+        except CorruptChunk as exc:  # its index in the block, not in the launch
+            raise CorruptChunk(f0 + exc.index, exc.why) from None
+        return xbuf, []  # same in-order queue: the launch follows the decompression
