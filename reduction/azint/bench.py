@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from reduction.io import bliss, direct
+from reduction.io.direct import CompressedFrames
 from reduction.step import BenchReport, StageRate
 
 from .step import READ_BLOCK, AzintStep, _pair
@@ -37,9 +38,12 @@ def bench_step(step: AzintStep, chunk: Mapping[str, Any], workdir: Path) -> Benc
     dataset, scan, detector = str(chunk["dataset"]), str(chunk["scan"]), str(chunk["detector"])
     start, stop = int(chunk["start"]), int(chunk["stop"])
     blocks = [(b, min(b + READ_BLOCK, stop)) for b in range(start, stop, READ_BLOCK)]
-    # 1. the first call (matrix, engine) on the first block, timed apart: the rest runs warm
-    first_block = bliss.read_frames(dataset, scan, detector, *blocks[0])
     integrator = step.integrator
+    # as the step reads: compressed chunks where its engine decompresses them on the device (a GPU)
+    on_device = step._on_device(integrator)
+    reader = bliss.read_frames_compressed if on_device else bliss.read_frames
+    # 1. the first call (matrix, engine) on the first block, timed apart: the rest runs warm
+    first_block = reader(dataset, scan, detector, *blocks[0])
     t0 = time.perf_counter()
     step._integrate(integrator, first_block, None)
     first_call = StageRate("kernel, first call", len(first_block), time.perf_counter() - t0,
@@ -48,16 +52,19 @@ def bench_step(step: AzintStep, chunk: Mapping[str, Any], workdir: Path) -> Benc
     with _fallbacks() as fell_back:
         t0 = time.perf_counter()
         for b0, b1 in blocks:
-            bliss.read_frames(dataset, scan, detector, b0, b1)
-        read = StageRate("read+decompress", stop - start, time.perf_counter() - t0, _read_detail(fell_back))
+            reader(dataset, scan, detector, b0, b1)
+        read = StageRate("read" if on_device else "read+decompress", stop - start, time.perf_counter() - t0,
+                         "raw chunks (decompressed on the device, in the kernel)" if on_device
+                         else _read_detail(fell_back))
     # 3. the kernel alone on a block in memory
     calls = max(KERNEL_CALLS, -(-(stop - start) // len(first_block)))
     t0 = time.perf_counter()
     for _ in range(calls):
         step._integrate(integrator, first_block, None)
-    kernel = StageRate("kernel", calls * len(first_block), time.perf_counter() - t0,
-                       f"{calls} calls on {len(first_block)} frames in memory")
-    pyfai = _pyfai_kernel(step, first_block)
+    kernel = StageRate("decompress+kernel" if on_device else "kernel", calls * len(first_block),
+                       time.perf_counter() - t0, f"{calls} calls on {len(first_block)} frames in memory"
+                       + (", compressed" if on_device else ""))
+    pyfai = _pyfai_kernel(step, first_block.decode() if isinstance(first_block, CompressedFrames) else first_block)
     # 4. the step end to end (read, kernel and write overlapped), into a chunk file under workdir
     out = workdir / "bench-chunk.h5"
     t0 = time.perf_counter()
