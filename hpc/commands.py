@@ -133,9 +133,12 @@ def _open_step(cfg: Any) -> Step:
 
 
 def _failures(states: list[ChunkState]) -> str:
+    def reason(st: ChunkState) -> str:  # the dataset and scan have their columns
+        return st.reason.removeprefix(f"{st.chunk.dataset} scan {st.chunk.scan}: ")[:160]
+
     rows = [[st.chunk.id, Path(st.chunk.dataset).name, st.chunk.scan, f"{st.chunk.start}-{st.chunk.stop}",
-             st.reason[:120]] for st in states if st.state == FAILED]
-    return _table(rows, ["chunk", "dataset", "scan", "frames", "reason"])
+             "no" if st.permanent else "yes", reason(st)] for st in states if st.state == FAILED]
+    return _table(rows, ["chunk", "dataset", "scan", "frames", "retried", "reason"])
 
 
 def run(cfg: Any, client: Any = None) -> int:
@@ -163,10 +166,10 @@ def _run_locked(new: Plan, step: Step, backend: Any) -> int:
     output = Path(new.output)
     _remove_temporaries(output)
     states = chunk_states(new, output)
-    todo = [i for i, st in enumerate(states) if st.state != DONE]
-    skipped = len(states) - len(todo)
+    todo = _to_run(states)
+    skipped = sum(st.state == DONE for st in states)
     _say(f"{len(new.chunks)} chunks: {skipped} already done, {len(todo)} to run with backend "
-         f"{backend.name} → {output}")
+         f"{backend.name} → {output}" + _failed_for_good(states))
     if not todo and backend.spmd:  # the root opens and closes its executor: the other ranks stop serving
         backend.run(new, [], lambda outcome: None)
     stages: Counter[str] = Counter()
@@ -179,11 +182,15 @@ def _run_locked(new: Plan, step: Step, backend: Any) -> int:
         with tqdm(total=total, unit="frame", desc="reducing", disable=None, file=sys.stderr,
                   dynamic_ncols=True) as bar:
             engines: set[str] = set()
+            reduced = 0
 
             def on_outcome(outcome: Outcome) -> None:
+                nonlocal reduced
+                reduced += outcome.nframes if outcome.ok else 0
                 index = index_of[outcome.chunk_id]
                 bar.update(new.chunks[index].nframes)
-                states[index] = ChunkState(new.chunks[index], DONE if outcome.ok else FAILED, outcome.message)
+                states[index] = ChunkState(new.chunks[index], DONE if outcome.ok else FAILED, outcome.message,
+                                           outcome.permanent)
                 stages.update(outcome.stages)
                 if outcome.engine:
                     engines.add(outcome.engine)
@@ -195,7 +202,8 @@ def _run_locked(new: Plan, step: Step, backend: Any) -> int:
         seconds = time.perf_counter() - start
         warm_up.join()
         used = f"; engine {', '.join(sorted(engines))}" if engines else ""
-        _say(f"reduced {total} frames in {seconds:.1f} s ({total / max(seconds, 1e-9):.1f} frames/s{used})")
+        of = f" of {total}" if reduced != total else ""  # frames of failed chunks are not counted
+        _say(f"reduced {reduced}{of} frames in {seconds:.1f} s ({reduced / max(seconds, 1e-9):.1f} frames/s{used})")
     merge_start = time.perf_counter()
     code = merge_plan(new, states)  # the states as the outcomes left them: no chunk file opened again
     if todo and stages:
@@ -206,9 +214,27 @@ def _run_locked(new: Plan, step: Step, backend: Any) -> int:
     if failed:
         _say(f"\n{len(failed)} of {len(states)} chunks failed:")
         _say(_failures(states))
-        _say(f"error records: {output / 'chunks'}/<chunk>.error.json; `xreduce run` again retries them")
+        _say(f"error records: {output / 'chunks'}/<chunk>.error.json")
+        retried = sum(not st.permanent for st in failed)
+        if retried:
+            _say(f"{retried} failed for a reason that may pass (I/O, a file being written, a dead worker): "
+                 "`xreduce run` again retries them")
+        if len(failed) > retried:
+            _say(f"{len(failed) - retried} failed for good (a layout, a shape or a parameter to change, as the reason "
+                 "says): not retried until the raw dataset file or the config changes")
         return 1
     return code
+
+
+def _to_run(states: list[ChunkState]) -> list[int]:
+    """The chunks a run or submit does: neither done nor failed for good (a permanent failure is tried
+    again once its raw dataset file or the config changes)."""
+    return [i for i, st in enumerate(states) if st.state != DONE and not st.permanent]
+
+
+def _failed_for_good(states: list[ChunkState]) -> str:
+    n = sum(st.permanent for st in states if st.state == FAILED)
+    return f" ({n} failed for good, not retried: see below)" if n else ""
 
 
 def _where_the_time_went(stages: Counter[str], merge: float) -> str:
@@ -244,8 +270,9 @@ def submit(cfg: Any, force: bool = False) -> int:
         write_plan(new, output)
         _remove_temporaries(output)
         states = chunk_states(new, output)
-        todo = [i for i, st in enumerate(states) if st.state != DONE]
-        _say(f"{len(new.chunks)} chunks: {len(states) - len(todo)} already done, {len(todo)} to submit")
+        todo = _to_run(states)
+        _say(f"{len(new.chunks)} chunks: {sum(st.state == DONE for st in states)} already done, {len(todo)} to "
+             f"submit" + _failed_for_good(states))
         if not todo:
             lock.release()
             return merge_plan(new, states)
@@ -293,7 +320,8 @@ def status(target: Any, as_json: bool = False) -> int:
             "unfinished_scans": current.pending_scans,
             "merge_needed": bool(merge_needed), "masters": masters,
             "chunks": [{"id": st.chunk.id, "dataset": st.chunk.dataset, "scan": st.chunk.scan,
-                        "frames": [st.chunk.start, st.chunk.stop], "state": st.state, "reason": st.reason}
+                        "frames": [st.chunk.start, st.chunk.stop], "state": st.state, "reason": st.reason,
+                        "permanent": st.permanent}
                        for st in states]}, indent=1))
     else:
         _say(f"campaign {current.campaign}: {output}")

@@ -54,14 +54,29 @@ class ChunkState:
     chunk: Chunk
     state: str
     reason: str = ""
+    #: failed for good: the same inputs fail the same way, so runs skip it until the raw dataset file
+    #: or the config (hence the chunk id) changes (reduction.errors.XReduceError.permanent)
+    permanent: bool = False
 
 
-def _read_error(path: Path) -> str:
+def _inputs(chunk: Chunk) -> dict[str, list[int]]:
+    """What a permanent failure depends on besides the config: the raw dataset file, as (mtime, size)."""
+    try:
+        stat = os.stat(chunk.dataset)
+    except OSError:
+        return {}
+    return {chunk.dataset: [stat.st_mtime_ns, stat.st_size]}
+
+
+def _read_error(path: Path, chunk: Chunk) -> tuple[str, bool]:
+    """The reason an error record gives, and whether the failure is permanent for the inputs as they are."""
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
-        return f"{record.get('error', 'Error')}: {record.get('message', '')}"
+        reason = f"{record.get('error', 'Error')}: {record.get('message', '')}"
     except (OSError, json.JSONDecodeError):
-        return f"unreadable error record {path}"
+        return f"unreadable error record {path}", False
+    permanent = bool(record.get("permanent")) and record.get("inputs") == _inputs(chunk)
+    return reason, permanent
 
 
 def chunk_states(plan: Plan, output: Path) -> list[ChunkState]:
@@ -73,9 +88,11 @@ def chunk_states(plan: Plan, output: Path) -> list[ChunkState]:
         if kind.is_done(paths.result, chunk.id, plan.config_hash):
             states.append(ChunkState(chunk, DONE))
         elif chunk.problem:  # planning found it cannot be reduced: failed before any worker tries
-            states.append(ChunkState(chunk, FAILED, f"{chunk.dataset} scan {chunk.scan}: {chunk.problem}"))
+            states.append(ChunkState(chunk, FAILED, f"{chunk.dataset} scan {chunk.scan}: {chunk.problem}",
+                                     permanent=True))
         elif paths.error.exists():
-            states.append(ChunkState(chunk, FAILED, _read_error(paths.error)))
+            reason, permanent = _read_error(paths.error, chunk)
+            states.append(ChunkState(chunk, FAILED, reason, permanent))
         else:
             states.append(ChunkState(chunk, PENDING))
     return states
@@ -87,10 +104,13 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def record_failure(paths: ChunkPaths, chunk: Chunk, exc: BaseException, *, reason: str | None = None) -> None:
-    """Write the error record of a failed chunk: exception, traceback, input file, scan, frames."""
+    """Write the error record of a failed chunk: exception, traceback, input file, scan, frames, and
+    whether the failure is permanent (with the raw dataset file's state it holds for)."""
+    permanent = bool(getattr(exc, "permanent", False))
     _write_json(paths.error, {
         "chunk_id": chunk.id, "dataset": chunk.dataset, "scan": chunk.scan, "frames": [chunk.start, chunk.stop],
         "error": type(exc).__name__, "message": reason or str(exc),
+        "permanent": permanent, "inputs": _inputs(chunk) if permanent else {},
         "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "host": socket.gethostname(),
         "pid": os.getpid()})

@@ -8,7 +8,7 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from reduction.errors import RawDataError
+from reduction.errors import ScanLayoutError
 from reduction.step import Step
 
 from .plan import Chunk, Plan, read_plan
@@ -30,6 +30,7 @@ class Outcome:
     message: str = ""
     engine: str = ""  # what the step ran on (e.g. "opencl on 0:0 'NVIDIA H100'"), when it says
     stages: dict[str, float] = field(default_factory=dict)  # seconds per stage (read, wait, reduce, write)
+    permanent: bool = False  # failed for good (reduction.errors.XReduceError.permanent): not retried
 
 
 class StepCache:
@@ -62,13 +63,14 @@ def process_chunk(plan: Plan, chunk: Chunk, steps: StepCache) -> Outcome:
     start = time.perf_counter()
     try:
         if chunk.problem:  # planning found the scan unreadable: no step can do anything with it
-            raise RawDataError(f"{chunk.dataset} scan {chunk.scan}: {chunk.problem}")
+            raise ScanLayoutError(f"{chunk.dataset} scan {chunk.scan}: {chunk.problem}")
         step = steps.get(plan)
         nframes = step(asdict(chunk), paths.result, config_hash=plan.config_hash, config_json=plan.config_json)
     except Exception as exc:  # the chunk fails, the campaign goes on
         log.debug("chunk %s failed", chunk.id, exc_info=True)
         unrecorded = note_failure(paths, chunk, exc)
-        return Outcome(chunk.id, False, 0, time.perf_counter() - start, f"{type(exc).__name__}: {exc}{unrecorded}")
+        return Outcome(chunk.id, False, 0, time.perf_counter() - start, f"{type(exc).__name__}: {exc}{unrecorded}",
+                       permanent=bool(getattr(exc, "permanent", False)))
     clear_failure(paths)
     return Outcome(chunk.id, True, nframes, time.perf_counter() - start, engine=step.engine_used,
                    stages=dict(step.stages))

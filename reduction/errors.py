@@ -6,24 +6,45 @@ One hierarchy rooted in :class:`XReduceError`; ``hpc`` re-uses it (``reduction``
 
 from __future__ import annotations
 
-__all__ = ["XReduceError", "GeometryError", "IntegrationError", "RawDataError", "RawDataPending", "OutputError",
-           "EngineUnavailable"]
+from typing import ClassVar
+
+__all__ = ["XReduceError", "GeometryError", "IntegrationError", "RawDataError", "ScanLayoutError", "RawDataPending",
+           "OutputError", "EngineUnavailable"]
 
 
 class XReduceError(Exception):
-    """Base of every error xreduce raises on purpose."""
+    """Base of every error xreduce raises on purpose.
+
+    ``permanent``: running the same chunk again with the same inputs cannot succeed (a layout, a
+    shape, a parameter is wrong); the message says what to change. Campaigns do not retry such a
+    chunk until its raw dataset file or its config changes. Other errors (I/O, a file still being
+    written, a dead worker) are transient and retried by the next run.
+    """
+
+    permanent: ClassVar[bool] = False
 
 
 class GeometryError(XReduceError):
     """A PONI file, detector or geometry parameter is invalid."""
 
+    permanent = True
+
 
 class IntegrationError(XReduceError):
     """Integration parameters or input frames/masks are invalid."""
 
+    permanent = True
+
 
 class RawDataError(XReduceError):
     """Raw data (BLISS master files, lima files, counters, masks) are missing, truncated or malformed."""
+
+
+class ScanLayoutError(RawDataError):
+    """A finished scan whose layout cannot be reduced as configured (no such detector, a 4-D dataset,
+    a monitor of the wrong length): found from its metadata, the same on every run."""
+
+    permanent = True
 
 
 class RawDataPending(RawDataError):
