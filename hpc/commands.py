@@ -360,14 +360,15 @@ def _experiments(current: Plan) -> dict[str, dict[tuple[str, str], list[Chunk]]]
     return scans
 
 
-def merge_plan(current: Plan, states: list[ChunkState] | None = None) -> int:
+def merge_plan(current: Plan, states: list[ChunkState] | None = None, mode: str | None = None) -> int:
     """Build one master file per experiment from the chunk files (missing chunks listed, not
-    zero-filled), by the plan's reduction kind; ``states``: the chunk states when already known.
+    zero-filled), by the plan's reduction kind; ``states``: the chunk states when already known;
+    ``mode``: ``merge.mode`` when not the plan's (``xreduce merge merge.mode=copy``).
 
     Each experiment stands alone: one whose chunks all failed gets no master (said so), the others
     get theirs. Returns 1 when a master could not be written or misses frames, else 0."""
     output = Path(current.output)
-    mode = current.config.get("merge", {}).get("mode", "vds")
+    mode = mode or current.config.get("merge", {}).get("mode", "vds")
     kind = current.kind
     done = {st.chunk.id for st in (states if states is not None else chunk_states(current, output))
             if st.state == DONE}
@@ -451,7 +452,7 @@ def merge(cfg: Any) -> int:
     with _lock(output, "merge"):
         current = read_plan(output)
         states = chunk_states(current, output)
-        code = merge_plan(current, states)
+        code = merge_plan(current, states, mode=cfg.merge.mode)  # this command's merge.mode, not the run's
         if any(st.state == FAILED for st in states):
             _say(_failures(states))
             return 1

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property
@@ -38,8 +39,9 @@ _FORMAT = "xreduce-plan-1"
 
 
 def chunk_id(dataset: str, scan: str, start: int, stop: int, config_hash: str) -> str:
-    """Stable id of a chunk: the same inputs and config always give the same id."""
-    text = json.dumps([str(dataset), str(scan), int(start), int(stop), config_hash])
+    """Stable id of a chunk: the same inputs and config always give the same id, however the path to
+    the dataset is spelled (a symbolic link to RAW_DATA, ``..``): the file's real path counts."""
+    text = json.dumps([os.path.realpath(dataset), str(scan), int(start), int(stop), config_hash])
     return "c-" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

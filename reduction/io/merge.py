@@ -152,7 +152,8 @@ def cover(name: str, nframes: int, chunks: Sequence[tuple[int, int, Path | str |
 
 
 def _same_path(a: str, b: str) -> bool:
-    return os.path.normpath(os.path.abspath(a)) == os.path.normpath(os.path.abspath(b))
+    """The same file, however spelled (a chunk reduced through a symbolic link to RAW_DATA is the same chunk)."""
+    return os.path.realpath(a) == os.path.realpath(b)
 
 
 def identity_problem(meta: dict[str, Any], *, kind: str, dataset: str, scan: str, start: int, stop: int,
