@@ -110,7 +110,12 @@ def plan(cfg: Any) -> int:
     output = Path(cfg.campaign.output)
     holder = current_holder(output, _jobs_active(output)) if output.is_dir() else None
     new = _make_plan(cfg, save=holder is None)
-    _say(_plan_summary(new, chunk_states(new, Path(new.output))))
+    states = chunk_states(new, Path(new.output))
+    _say(_plan_summary(new, states))
+    skipped = [st for st in states if st.chunk.problem]
+    if skipped:  # scans planning found unreducible: say why here, not only after a run
+        _say(f"\n{len(skipped)} scan(s) cannot be reduced as configured (not run; fix the raw data or the config):")
+        _say(_failures(skipped))
     if holder is not None:
         _say(f"\nplan not saved: the campaign in {output} is being run by {holder.describe()}; "
              f"{output / 'plan.json'} stays its plan ({len(new.chunks)} chunks shown, config {new.config_hash[:12]})")

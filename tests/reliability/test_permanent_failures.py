@@ -72,3 +72,15 @@ def test_a_permanent_record_holds_until_the_dataset_file_changes(tmp_path) -> No
     stat = os.stat(first.dataset)  # the raw dataset file is rewritten (fixed): worth trying again
     os.utime(first.dataset, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
     assert not {st.chunk.id: st for st in chunk_states(plan, out)}[first.id].permanent
+
+
+def test_plan_says_why_a_scan_is_skipped(tmp_path, capsys) -> None:
+    exp = _experiment(tmp_path)
+    (dataset,) = exp.datasets
+    with h5py.File(dataset, "r+", locking=False) as f:
+        del f["2.1/measurement/pilatus"]
+    assert main(["plan", *overrides(exp, tmp_path / "out", frames_per_chunk=4)]) == 0
+    text = capsys.readouterr().out
+    assert "1 scan(s) cannot be reduced as configured" in text
+    row = next(line for line in text.splitlines() if " 2.1 " in line)
+    assert "no" in row.split() and "no detector 'pilatus' under /2.1/measurement" in row
