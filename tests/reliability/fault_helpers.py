@@ -30,7 +30,15 @@ def xreduce(*args: str, **popen) -> subprocess.Popen:
     """``xreduce ARGS`` as its own process, importing this checkout."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "hpc.cli", *args], env=env, text=True,
-                            stdout=popen.pop("stdout", subprocess.PIPE), stderr=subprocess.PIPE, **popen)
+                            stdout=popen.pop("stdout", subprocess.PIPE), stderr=popen.pop("stderr", subprocess.PIPE),
+                            **popen)
+
+
+def run_xreduce(*args: str, timeout: float = 300) -> tuple[int, str]:
+    """Run ``xreduce ARGS`` to its end: (exit code, output with stderr merged into it)."""
+    process = xreduce(*args, stderr=subprocess.STDOUT)
+    out, _ = process.communicate(timeout=timeout)
+    return process.returncode, out
 
 
 def writing(chunks: Path, process: subprocess.Popen, *, exclude: set[int] = frozenset(),

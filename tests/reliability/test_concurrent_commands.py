@@ -8,13 +8,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
 import h5py
 import pytest
 from campaign_helpers import campaign_overrides
-from reliability_helpers import run_xreduce, xreduce
+from fault_helpers import run_xreduce, xreduce
 
 from reduction.demo.bliss_writer import write_demo_experiment
 
@@ -54,7 +55,7 @@ def test_a_plan_written_during_a_dask_run_changes_nothing_of_it(big, tmp_path) -
     """Issue 12, item 1: `plan reduction.npt=500` while `run backend=dask` works: the plan is shown, not
     saved (the campaign is locked), and the run ends with all its 64 chunks at npt=100."""
     out = tmp_path / "out"
-    run = xreduce("run", *args(big, out, "backend=dask", "backend.workers=2"))
+    run = xreduce("run", *args(big, out, "backend=dask", "backend.workers=2"), stderr=subprocess.STDOUT)
     wait_for_file(out / "plan.json", run)  # written once the run holds the lock
     os.kill(run.pid, signal.SIGSTOP)  # certainly "during the run"
     try:
@@ -81,7 +82,7 @@ def test_a_plan_replaced_under_a_running_campaign_does_not_reach_its_workers(big
     other = (out / "plan.json").read_text()
     assert len(json.loads(other)["chunks"]) == 16
     (out / "plan.json").unlink()
-    run = xreduce("run", *args(big, out, "backend=dask", "backend.workers=2"))
+    run = xreduce("run", *args(big, out, "backend=dask", "backend.workers=2"), stderr=subprocess.STDOUT)
     wait_for_file(out / "plan.json", run)
     os.kill(run.pid, signal.SIGSTOP)  # before its Dask workers start
     try:
@@ -99,7 +100,7 @@ def test_a_plan_replaced_under_a_running_campaign_does_not_reach_its_workers(big
 
 def test_a_second_run_is_refused_and_a_killed_runs_lock_taken_over(big, tmp_path) -> None:
     out = tmp_path / "out"
-    first = xreduce("run", *args(big, out, "campaign.scans=1"))
+    first = xreduce("run", *args(big, out, "campaign.scans=1"), stderr=subprocess.STDOUT)
     wait_for_file(out / "campaign.lock", first)
     os.kill(first.pid, signal.SIGSTOP)
     try:
