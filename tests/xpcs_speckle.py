@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["speckle_frames", "g2_model", "fit_g2"]
+__all__ = ["speckle_frames", "g2_model", "fit_g2", "direct_g2"]
 
 
 def speckle_frames(mean: np.ndarray, tau_c: np.ndarray, nframes: int, modes: int, seed: int = 0,
@@ -62,3 +62,32 @@ def fit_g2(delay: np.ndarray, level: np.ndarray, g2: np.ndarray, err: np.ndarray
 
     popt, _ = curve_fit(model, delay, g2, p0=(1.0, 0.3, guess_tau), sigma=err, absolute_sigma=True, maxfev=20000)
     return float(popt[0]), float(popt[1]), float(popt[2])
+
+
+def direct_g2(frames: np.ndarray, static: np.ndarray, static_to_dynamic: np.ndarray, n_dynamic: int):
+    """g2 and its error straight from the definition, every delay on its own, float64."""
+    N, P = frames.shape
+    from reduction.xpcs.multitau import delays
+
+    x = frames.astype(np.float64)
+    d, lv = delays(N)
+    S = static.max() + 1
+    g2 = np.full((len(d), n_dynamic), np.nan)
+    err = np.full_like(g2, np.nan)
+    for k, (tau, level) in enumerate(zip(d, lv)):
+        T = 2**level
+        NL = N // T
+        J = x[:NL * T].reshape(NL, T, P).mean(axis=1)
+        lag = tau // T
+        G2 = (J[lag:] * J[:NL - lag]).mean(axis=0)
+        IP, IF = J[:NL - lag].mean(axis=0), J[lag:].mean(axis=0)
+        g2_s = np.array([G2[static == s].mean() / (IP[static == s].mean() * IF[static == s].mean())
+                         for s in range(S)])
+        norm = np.array([IP[static == s].mean() * IF[static == s].mean() for s in range(S)])
+        pix = G2 / norm[static]
+        for q in range(n_dynamic):
+            members = np.flatnonzero(static_to_dynamic == q)
+            g2[k, q] = g2_s[members].mean()
+            inside = np.isin(static, members)
+            err[k, q] = pix[inside].std(ddof=1) / np.sqrt(inside.sum())
+    return g2, err

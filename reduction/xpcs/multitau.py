@@ -108,8 +108,9 @@ class MultiTau:
         self._frame_sum = np.zeros(self.npix)
         self.seen = 0
 
-    def add(self, block: np.ndarray) -> None:
-        """Correlate the next frames: ``block`` (B, P) of any numeric type, in time order."""
+    def add(self, block: np.ndarray) -> np.ndarray:
+        """Correlate the next frames: ``block`` (B, P) of any numeric type, in time order. Returns the
+        counts of each static bin in each of these frames, (B, S)."""
         block = np.asarray(block)
         if block.ndim != 2 or block.shape[1] != self.npix:
             raise ValueError(f"a block must be (frames, {self.npix} pixels), got {block.shape}")
@@ -117,13 +118,15 @@ class MultiTau:
             raise ValueError(f"{self.seen + len(block)} frames fed to a correlator of {self.nframes}")
         x = block.astype(np.float64, copy=False)
         self.seen += len(block)
-        self._intensity.append(np.asarray(self._to_static.T @ x.T).T)
+        static_sum = np.asarray(self._to_static.T @ x.T).T
+        self._intensity.append(static_sum)
         self._frame_sum += x.sum(axis=0)
         for lv in range(self.n_levels):
             if not len(x):
                 break
             self._correlate(lv, x)
             x = self._bin(lv, x)
+        return static_sum
 
     def _correlate(self, lv: int, x: np.ndarray) -> None:
         """Products of the new binned frames ``x`` of level ``lv`` with their partners x bins before."""

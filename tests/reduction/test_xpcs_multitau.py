@@ -7,36 +7,9 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from xpcs_speckle import fit_g2, g2_model, speckle_frames
+from xpcs_speckle import direct_g2, fit_g2, g2_model, speckle_frames
 
 from reduction.xpcs.multitau import MultiTau, delays, normalise, state_bytes
-
-
-def _direct(frames: np.ndarray, static: np.ndarray, static_to_dynamic: np.ndarray, n_dynamic: int):
-    """g2 and its error straight from the definition, every delay on its own, float64."""
-    N, P = frames.shape
-    x = frames.astype(np.float64)
-    d, lv = delays(N)
-    S = static.max() + 1
-    g2 = np.full((len(d), n_dynamic), np.nan)
-    err = np.full_like(g2, np.nan)
-    for k, (tau, level) in enumerate(zip(d, lv)):
-        T = 2**level
-        NL = N // T
-        J = x[:NL * T].reshape(NL, T, P).mean(axis=1)
-        lag = tau // T
-        G2 = (J[lag:] * J[:NL - lag]).mean(axis=0)
-        IP, IF = J[:NL - lag].mean(axis=0), J[lag:].mean(axis=0)
-        g2_s = np.array([G2[static == s].mean() / (IP[static == s].mean() * IF[static == s].mean())
-                         for s in range(S)])
-        norm = np.array([IP[static == s].mean() * IF[static == s].mean() for s in range(S)])
-        pix = G2 / norm[static]
-        for q in range(n_dynamic):
-            members = np.flatnonzero(static_to_dynamic == q)
-            g2[k, q] = g2_s[members].mean()
-            inside = np.isin(static, members)
-            err[k, q] = pix[inside].std(ddof=1) / np.sqrt(inside.sum())
-    return g2, err
 
 
 def test_delays_follow_boost_corr_convention() -> None:
@@ -64,7 +37,7 @@ def test_streaming_matches_the_direct_computation(block: int) -> None:
         mt.add(frames[b:b + block])
     sums = mt.result()
     got = normalise(sums, static_to_dynamic, 4)
-    g2, err = _direct(frames, static, static_to_dynamic, 4)
+    g2, err = direct_g2(frames, static, static_to_dynamic, 4)
     np.testing.assert_array_equal(got.delay, delays(N)[0])
     assert np.abs(got.g2 - g2).max() <= 1e-6
     assert np.abs(got.g2_err - err).max() <= 1e-6
