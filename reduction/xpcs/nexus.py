@@ -13,7 +13,8 @@ Layout of one entry (K delays, D dynamic bins, S static bins, N frames)::
                         count_time, distance, beam_center_x/y, pixel sizes); masks (roi maps, q lists)
       multitau          NXcollection: the additive sums (G2, IP, IF, pixels, g2_pix, g2_pix2,
                         products, level) and intensity_vs_time (N, S)
-      reduction         NXprocess: program, version, date, engine, config hash, normalisation, lags
+      reduction         NXprocess: program, version, date; input (NXparameters): engine, config hash,
+                        normalisation, lag convention, frame time source, config, raw file, PONI
       chunks            NXcollection: the chunk table (reduction.io.merge)
 
 g2 is computed here from the chunk file's sums (:func:`reduction.xpcs.multitau.normalise`), so a
@@ -120,7 +121,7 @@ def _write_entry(f: h5py.File, plan: _EntryPlan, mode: str, master_dir: Path, *,
     data.attrs.update({"signal": "g2", "axes": str_array(["delay_difference", "q"]),
                        "auxiliary_signals": str_array(["g2_err"])})
     _field(data, "g2", g.g2, "", storage_mode="one_array", long_name="g2(τ, q)")
-    _field(data, "g2_err", g.g2_err, "", storage_mode="one_array")
+    _field(data, "g2_err", g.g2_err, "")
     _field(data, "g2_derr", g.g2_err, "", storage_mode="one_array")
     _field(data, "delay_difference", g.delay.astype(np.int64), "", storage_mode="one_array",
            long_name="delay in frames")
@@ -129,8 +130,9 @@ def _write_entry(f: h5py.File, plan: _EntryPlan, mode: str, master_dir: Path, *,
     else:
         data["delay_note"] = "the frame time is unknown: delays are in frames only (delay_difference)"
     _field(data, "q", partition.dynamic_q, _q_units(partition.unit), long_name="dynamic q bin centre")
-    _field(data, "frame_average", sums.frame_sum.reshape(partition.dynamic_map.shape) / max(spec.nframes, 1), "counts")
-    _field(data, "frame_sum", sums.frame_sum.reshape(partition.dynamic_map.shape), "counts")
+    image = sums.frame_sum.reshape(partition.dynamic_map.shape)  # NaN outside the partition: never read
+    _field(data, "frame_average", image / max(spec.nframes, 1), "", long_name="counts per frame")
+    _field(data, "frame_sum", image, "", long_name="counts")
 
     if twotime is not None:
         q_bins, frames, shape = twotime
@@ -146,7 +148,7 @@ def _write_entry(f: h5py.File, plan: _EntryPlan, mode: str, master_dir: Path, *,
                                              chunks=src["twotime/C"].chunks, compression="gzip", compression_opts=1)
                 for b in range(shape[0]):
                     ds[b] = src["twotime/C"][b]
-        ds.attrs.update({"units": "", "storage_mode": "one_array", "baseline_reference": 1,
+        ds.attrs.update({"units": "", "storage_mode": "one_array_q_first", "baseline_reference": np.int64(1),
                          "time_origin_location": "upper_left", "populated_elements": "upper_half"})
         tt_group["q_bins"] = q_bins
         tt_group["frames"] = frames
@@ -160,13 +162,12 @@ def _write_entry(f: h5py.File, plan: _EntryPlan, mode: str, master_dir: Path, *,
     det = nx_group(instrument, "detector", "NXdetector")
     if frame_time is not None:
         _field(det, "frame_time", frame_time, "s")
-        det["frame_time"].attrs["source"] = str(meta.get("frame_time_source", ""))
     count_time = meta.get("count_time")
     if count_time is not None and np.isfinite(count_time):
         _field(det, "count_time", float(count_time), "s")
     _field(det, "distance", geometry.dist, "m")
-    _field(det, "beam_center_x", geometry.poni2, "m", note="PONI (point of normal incidence) along x")
-    _field(det, "beam_center_y", geometry.poni1, "m", note="PONI (point of normal incidence) along y")
+    _field(det, "beam_center_x", geometry.poni2, "m")  # the PONI (point of normal incidence), pyFAI's
+    _field(det, "beam_center_y", geometry.poni1, "m")
     _field(det, "x_pixel_size", geometry.detector.pixel2, "m")
     _field(det, "y_pixel_size", geometry.detector.pixel1, "m")
     masks = nx_group(instrument, "masks", "NXnote")
@@ -187,11 +188,12 @@ def _write_entry(f: h5py.File, plan: _EntryPlan, mode: str, master_dir: Path, *,
     process["program"] = PROGRAM
     process["version"] = str(__version__)
     process["date"] = now()
-    process["engine"] = str(meta.get("engine", ""))
-    process["config_hash"] = str(meta.get("config_hash", ""))
-    process["normalization"] = NORMALISATION
-    process["lag_convention"] = LAGS.format(dpl=dpl, dpl1=dpl + 1, two_dpl=2 * dpl)
     inp = nx_group(process, "input", "NXparameters")
+    inp["engine"] = str(meta.get("engine", ""))
+    inp["config_hash"] = str(meta.get("config_hash", ""))
+    inp["normalization"] = NORMALISATION
+    inp["lag_convention"] = LAGS.format(dpl=dpl, dpl1=dpl + 1, two_dpl=2 * dpl)
+    inp["frame_time_source"] = str(meta.get("frame_time_source", "")) or "unknown"
     inp["config"] = config_json
     inp["raw_file"] = str(spec.dataset)
     inp["scan"] = str(spec.scan)

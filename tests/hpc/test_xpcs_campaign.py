@@ -134,3 +134,16 @@ def test_preview_and_resume(campaign: dict) -> None:
     again = _xreduce("run", *campaign["args"])
     assert again.returncode == 0, again.stdout + again.stderr
     assert chunk.stat().st_mtime_ns == before  # done and valid: not reduced again
+
+
+def test_master_entry_validates_against_nxxpcs(campaign: dict) -> None:
+    """nexusformat finds nothing; pynxtools finds nothing but its own contradiction on the NX_INT
+    attribute baseline_reference (an integer fails its enumeration ['0', '1'], the string '1' its type)."""
+    from nexus_validation import nexusformat_problems, pynxtools_problems
+
+    (master,) = campaign["out"].glob("*.nxs")
+    assert nexusformat_problems(master, "/speckle_0001_1.1", "NXxpcs") == []
+    problems = [p for p in pynxtools_problems(master, "/speckle_0001_1.1", "NXxpcs")
+                if not p.startswith("pynxtools: InvalidEnum at /speckle_0001_1.1/twotime/two_time_corr_func/"
+                                    "@baseline_reference")]
+    assert problems == []
