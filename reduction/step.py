@@ -45,7 +45,8 @@ MISSING: Any = "???"
 #: Entry-point group where installed packages register reduction kinds.
 ENTRY_POINT_GROUP = "xreduce.kinds"
 #: The kinds shipped with xreduce: name → "module:object".
-_BUILTIN = {"azint1d": "reduction.azint.kind:AZINT1D", "azint2d": "reduction.azint.kind:AZINT2D"}
+_BUILTIN = {"azint1d": "reduction.azint.kind:AZINT1D", "azint2d": "reduction.azint.kind:AZINT2D",
+            "xpcs": "reduction.xpcs.kind:XPCS"}
 _RULE = "xreduce"
 
 
