@@ -27,8 +27,9 @@ from reduction.step import MERGE_MODES
 from .files import atomic_output, reserve_space, written_as
 from .nexus import PROGRAM, now, nx_group, open_readonly, relative_name, str_array, vds_source_name
 
-__all__ = ["MissingChunk", "GoodChunk", "EntryReport", "MergeReport", "cover", "identity_problem",
-           "chunk_file_matches", "frame_dataset", "write_chunk_table", "write_master_file", "merged_chunk_ids"]
+__all__ = ["MissingChunk", "GoodChunk", "EntryReport", "MergeReport", "cover", "identity_problem", "EntryChunks",
+           "entry_chunks", "chunk_file_matches", "frame_dataset", "write_chunk_table", "write_master_file",
+           "merged_chunk_ids"]
 
 _COPY_BLOCK_BYTES = 64 << 20
 _MASTER_SLACK, _VDS_BYTES_PER_CHUNK = 256 << 10, 16 << 10
@@ -149,6 +150,31 @@ def cover(name: str, nframes: int, chunks: Sequence[tuple[int, int, Path | str |
         missing.append(MissingChunk(covered, nframes, None, None, "no chunk covers these frames"))
     missing.sort(key=lambda m: m.frame_start)
     return good, missing
+
+
+@dataclass
+class EntryChunks:
+    """An entry of a master and its chunk files, sorted by :func:`cover`: those to merge, the frames without."""
+
+    entry: Any  # the kind's entry (e.g. reduction.step.MasterEntry)
+    good: list[GoodChunk]
+    missing: list[MissingChunk]
+
+
+def entry_chunks(entry: Any, kind: str, read_header: Callable[[Path | str], dict[str, Any]]) -> EntryChunks:
+    """Sort the chunk files of ``entry`` (a :class:`reduction.step.MasterEntry`) with :func:`cover`,
+    accepting a file when its header (``read_header``: the kind's) says it is this chunk of this scan,
+    reduced by ``kind`` (:func:`identity_problem`). For kinds whose chunks need no other check."""
+
+    def accept(start: int, stop: int, chunk_id: str | None, path: Path) -> str | None:
+        meta = read_header(path)
+        problem = identity_problem(meta, kind=kind, dataset=entry.dataset, scan=entry.scan, start=start, stop=stop,
+                                   chunk_id=chunk_id)
+        if problem:
+            raise OutputError(problem)
+        return meta.get("chunk_id")
+
+    return EntryChunks(entry, *cover(entry.name, entry.nframes, entry.chunks, entry.chunk_ids, accept))
 
 
 def _same_path(a: str, b: str) -> bool:

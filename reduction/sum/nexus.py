@@ -18,7 +18,6 @@ failed or missing chunks are NaN in total, maximum and pixels, and listed in ``c
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -28,12 +27,10 @@ import numpy as np
 from reduction.errors import OutputError
 from reduction.io.files import atomic_output, written_as
 from reduction.io.merge import (
-    GoodChunk,
+    EntryChunks,
     MergeReport,
-    MissingChunk,
-    cover,
+    entry_chunks,
     frame_dataset,
-    identity_problem,
     write_chunk_table,
     write_master_file,
 )
@@ -53,26 +50,7 @@ _NOTE = ("Per frame: total and maximum of the counts of the pixels that are neit
          "their number. Raw counts: no monitor normalisation. NaN: the frame has no result (see ../chunks).")
 
 
-@dataclass
-class _EntryPlan:
-    entry: MasterEntry
-    good: list[GoodChunk]
-    missing: list[MissingChunk]
-
-
-def _inspect(entry: MasterEntry, kind: str) -> _EntryPlan:
-    def accept(start: int, stop: int, chunk_id: str | None, path: Path) -> str | None:
-        meta = read_header(path)
-        problem = identity_problem(meta, kind=kind, dataset=entry.dataset, scan=entry.scan, start=start, stop=stop,
-                                   chunk_id=chunk_id)
-        if problem:
-            raise OutputError(problem)
-        return meta.get("chunk_id")
-
-    return _EntryPlan(entry, *cover(entry.name, entry.nframes, entry.chunks, entry.chunk_ids, accept))
-
-
-def _write_entry(f: h5py.File, plan: _EntryPlan, mode: str, master_dir: Path, *, config_json: str) -> None:
+def _write_entry(f: h5py.File, plan: EntryChunks, mode: str, master_dir: Path, *, config_json: str) -> None:
     from reduction import __version__
 
     spec = plan.entry
@@ -108,7 +86,8 @@ def write_master(path: Path | str, entries: Sequence[MasterEntry], *, kind: str,
     """Write the master file ``path`` with one entry per scan of ``entries`` (chunks of ``kind``),
     atomically. Chunk files that are missing, unreadable or not what the entry expects are left
     out (NaN) and reported; see :func:`reduction.io.merge.write_master_file` for what raises."""
-    return write_master_file(path, entries, mode=mode, inspect=partial(_inspect, kind=kind),
+    return write_master_file(path, entries, mode=mode,
+                             inspect=partial(entry_chunks, kind=kind, read_header=read_header),
                              write_entry=partial(_write_entry, config_json=config_json))
 
 

@@ -24,7 +24,6 @@ merge is exact. ``merge.mode=vds`` maps the two-time matrix onto the chunk file;
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -35,11 +34,9 @@ from reduction.azint.geometry import Geometry
 from reduction.errors import OutputError
 from reduction.io.files import atomic_output, written_as
 from reduction.io.merge import (
-    GoodChunk,
+    EntryChunks,
     MergeReport,
-    MissingChunk,
-    cover,
-    identity_problem,
+    entry_chunks,
     write_chunk_table,
     write_master_file,
 )
@@ -59,25 +56,6 @@ LAGS = ("multi-tau, {dpl} delays per level (boost-corr's convention): lags 1..{t
         "x = {dpl1}..{two_dpl} at level L, on frames binned by 2^L (sums of consecutive pairs)")
 
 
-@dataclass
-class _EntryPlan:
-    entry: MasterEntry
-    good: list[GoodChunk]
-    missing: list[MissingChunk]
-
-
-def _inspect(entry: MasterEntry, kind: str) -> _EntryPlan:
-    def accept(start: int, stop: int, chunk_id: str | None, path: Path) -> str | None:
-        meta = read_header(path)
-        problem = identity_problem(meta, kind=kind, dataset=entry.dataset, scan=entry.scan, start=start, stop=stop,
-                                   chunk_id=chunk_id)
-        if problem:
-            raise OutputError(problem)
-        return meta.get("chunk_id")
-
-    return _EntryPlan(entry, *cover(entry.name, entry.nframes, entry.chunks, entry.chunk_ids, accept))
-
-
 def _field(group: h5py.Group, name: str, data: object, units: str | None = None, **attrs: object) -> h5py.Dataset:
     ds = group.create_dataset(name, data=data)
     if units is not None:
@@ -90,7 +68,7 @@ def _q_units(unit: str) -> str:
     return "1/angstrom" if unit == "q_A^-1" else "1/nm"
 
 
-def _write_entry(f: h5py.File, plan: _EntryPlan, mode: str, master_dir: Path, *, config_json: str) -> None:
+def _write_entry(f: h5py.File, plan: EntryChunks, mode: str, master_dir: Path, *, config_json: str) -> None:
     from reduction import __version__
 
     spec = plan.entry
@@ -205,7 +183,8 @@ def _write_entry(f: h5py.File, plan: _EntryPlan, mode: str, master_dir: Path, *,
 def write_master(path: Path | str, entries: Sequence[MasterEntry], *, kind: str, mode: str,
                  config_json: str) -> MergeReport:
     """Write the master file ``path``: one NXxpcs entry per scan whose chunk file is good (atomically)."""
-    return write_master_file(path, entries, mode=mode, inspect=partial(_inspect, kind=kind),
+    return write_master_file(path, entries, mode=mode,
+                             inspect=partial(entry_chunks, kind=kind, read_header=read_header),
                              write_entry=partial(_write_entry, config_json=config_json))
 
 
