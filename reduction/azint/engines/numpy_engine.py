@@ -57,7 +57,7 @@ How
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 import scipy.sparse as sp
@@ -554,6 +554,7 @@ class NumpyEngine:
         else:
             pool = self._get_pool()
             futs = [pool.submit(run, w) for w in range(nworkers)]
+            wait(futs)  # all stopped (one failing releases the others) before the workspaces are reused
             for fut in futs:
                 fut.result()
         for lst in invalid_lists:
