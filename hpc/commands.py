@@ -52,9 +52,10 @@ def _table(rows: list[list[Any]], header: list[str]) -> str:
 # -- planning -----------------------------------------------------------------------------------
 def _make_plan(cfg: Any, *, save: bool = True) -> Plan:
     from .config import config_hash, to_json
-    from .config_checks import check_output_writable
+    from .config_checks import check_inputs, check_output_writable
 
     check_output_writable(cfg)
+    check_inputs(cfg)
 
     config = json.loads(to_json(cfg))
     new = make_plan(cfg, config_hash(cfg), config)

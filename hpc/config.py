@@ -90,7 +90,8 @@ def load_config(overrides: list[str] | tuple[str, ...] = (), config_dir: str | P
     >>> cfg.campaign.output
     '/data/PROCESSED_DATA/xreduce/example'
     """
-    overrides = [str(o) for o in overrides]
+    typed = [str(o) for o in overrides]
+    overrides = _quoted(typed)
     user_dir = None
     if config_dir is not None:
         user_dir = Path(config_dir).expanduser().absolute()
@@ -100,11 +101,56 @@ def load_config(overrides: list[str] | tuple[str, ...] = (), config_dir: str | P
         with _hydra(user_dir):
             composed = compose(config_name="config", overrides=overrides)
     except OmegaConfBaseException as err:
-        raise _omegaconf_error(err) from None
+        raise _as_typed(_omegaconf_error(err), overrides, typed) from None
     except HydraException as err:
-        raise _hydra_error(err, overrides) from None
+        raise _as_typed(_hydra_error(err, overrides), overrides, typed) from None
     _check_choice_consistent(composed)
     return config_from_dict(_container(composed))
+
+
+def _quoted(overrides: list[str]) -> list[str]:
+    """Overrides as Hydra's grammar takes them: a ``key=value`` whose value the grammar rejects
+    (``reduction.unit=q_nm^-1``, a path with ``~``, ``#``, ``(``, ``&``, ``'`` or non-ASCII letters)
+    gets its value quoted, when quoting gives back exactly the text typed. A bare word after a
+    ``key=value`` is the rest of a path that the shell split at a space: say how to quote it."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    out: list[str] = []
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if not sep:
+            if out and "=" in out[-1] and not override.startswith(("~", "+")):
+                raise ConfigError(f"{override!r} is not an override (key=value): if it is the rest of "
+                                  f"{out[-1]!r}, a value with a space, quote the whole override in the shell: "
+                                  f"\"{out[-1]} {override}\"")
+            out.append(override)
+            continue
+        if value[:1] in ("'", '"') or _parses(parser, override):
+            out.append(override)
+            continue
+        quote = "'" if "'" not in value else '"'
+        candidate = f"{key}={quote}{value}{quote}"
+        parsed = _parses(parser, candidate)
+        out.append(candidate if parsed and parsed.value() == value else override)
+    return out
+
+
+def _as_typed(error: ConfigError, quoted: list[str], typed: list[str]) -> ConfigError:
+    """The error naming the overrides as they were typed, not as :func:`_quoted` quoted them."""
+    message = str(error)
+    for mine, theirs in zip(quoted, typed):
+        if mine != theirs:
+            message = message.replace(mine, theirs)
+    return ConfigError(message)
+
+
+def _parses(parser: Any, override: str) -> Any:
+    """The parsed override, or None where Hydra's grammar rejects it."""
+    try:
+        return parser.parse_override(override)
+    except HydraException:
+        return None
 
 
 def config_from_dict(data: Mapping[str, Any], *, check_paths: bool = True) -> Config:

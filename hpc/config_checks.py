@@ -16,10 +16,11 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
+from reduction.errors import XReduceError
 from reduction.step import get_kind, rules
 
 from .config_errors import _did_you_mean, _example
@@ -205,6 +206,58 @@ def check_output_writable(cfg: Any) -> None:
         raise ConfigError(f"campaign.output={value}: no permission to write in {existing}")
 
 
+
+
+def check_inputs(cfg: Any) -> None:
+    """Mistakes that would fail every chunk, found before any work (ConfigError, exit 2): an output
+    folder inside the raw data (never written), and what the reduction kind finds wrong in the
+    config and in the names of the campaign's first finished scan (detector, monitor, a radial range
+    off the detector, ...). Unreadable raw data are left to the planner, which records them."""
+    camp = cfg.campaign
+    raw, output = Path(os.path.realpath(camp.raw_data)), Path(os.path.realpath(camp.output))
+    inside = raw if output.is_relative_to(raw) else next((p for p in output.parents if p.name == "RAW_DATA"), None)
+    if inside is not None or output.name == "RAW_DATA":
+        raise ConfigError(f"campaign.output={camp.output}: inside the raw data ({inside or output}); raw data are "
+                          "never written: choose a folder outside, e.g. PROCESSED_DATA beside RAW_DATA (the "
+                          "default when campaign.output is not set)")
+    kind = get_kind(cfg.reduction.kind)
+    sample = _first_finished_scans(kind, camp)
+    if sample is None:
+        return
+    dataset, scans = sample
+    values = {"detector": camp.detector, "monitor": camp.monitor}
+    try:
+        found = kind.check_names(dataset, [s.scan for s in scans], camp.detector, camp.monitor)
+    except XReduceError:  # unreadable now: the planner records it
+        found = []
+    problems = [f"campaign.{p.key}={values.get(p.key)}: {p.message}" for p in found]
+    reduction = cast("dict[str, Any]", OmegaConf.to_container(cfg.reduction, resolve=True))
+    problems += [f"reduction.{p.key}={_shown(reduction.get(p.key))}: {p.message}"
+                 for p in kind.check(reduction, scans[0])]
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def _first_finished_scans(kind: Any, camp: Any, datasets_tried: int = 3, scans: int = 20) -> tuple[str, list] | None:
+    """(dataset, ScanInfos) of the first finished scans (at most ``scans``) of the campaign's first
+    readable dataset with any."""
+    try:
+        datasets = kind.datasets(camp.raw_data, list(camp.datasets) if camp.datasets else None)
+    except XReduceError:
+        return None
+    for dataset in map(str, datasets[:datasets_tried]):
+        try:
+            found = kind.scans(dataset, camp.detector, camp.monitor, camp.scans)
+        except XReduceError:
+            continue
+        finished = [s for s in found if s.finished][:scans]
+        if finished:
+            return dataset, finished
+    return None
+
+
+def _shown(value: Any) -> str:
+    return "null" if value is None else str(value).replace("'", "")
 
 
 def _slurm_time(key: str, value: str, check_paths: bool) -> Any:

@@ -130,7 +130,9 @@ def _hydra_error(err: HydraException, overrides: list[str]) -> ConfigError:
     if isinstance(err, OverrideParseException):
         bad = next((o for o in overrides if not _parses(o)), None)
         return ConfigError(f"cannot parse override {bad!r}: {first_line} (syntax: key=value, group=option, "
-                           f"+key=value; see docs/config.md)" if bad else f"bad override: {first_line}")
+                           f"+key=value; quote a value with special characters, in the shell: "
+                           f"\"{bad.partition('=')[0]}='...'\"; see docs/config.md)" if bad
+                           else f"bad override: {first_line}")
     ambiguous = re.match(r"Ambiguous value for argument '(([^=]+)=.*)'", first_line)
     if ambiguous:
         return ConfigError(f"override {ambiguous[1]!r} is ambiguous (a comma means a sweep to Hydra): quote the "

@@ -36,7 +36,7 @@ from .io.process import call
 __all__ = ["MISSING", "MERGE_MODES", "KeyRule", "key", "rules", "ReductionConfig", "Step", "Kind", "ScanInfo",
            "MasterEntry", "MergeReport", "StageRate", "BenchReport", "SelfCheck", "SelfTest", "OK", "UNAVAILABLE",
            "FAILED", "ENTRY_POINT_GROUP", "kinds", "reload_kinds", "get_kind", "broken_kinds", "atomic_output",
-           "call", "UnknownKind", "remove_temporaries"]
+           "call", "UnknownKind", "remove_temporaries", "Problem"]
 
 #: How a kind's merge writes per-frame data: virtual datasets over the chunk files, or a self-contained copy.
 MERGE_MODES = ("vds", "copy")
@@ -124,6 +124,15 @@ class ScanInfo:
     nframes: int | None
     energy_kev: float | None = None
     problem: str | None = None
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A mistake found before any work, that would fail (or empty) every chunk: the config key at
+    fault, as the kind knows it (``"detector"``, ``"radial_range"``), and what is wrong, in one line."""
+
+    key: str
+    message: str
 
 
 @dataclass(frozen=True)
@@ -259,6 +268,21 @@ class Kind:
         """Known-answer checks that this kind works on this machine. ``device``: the engine device to
         test; ``require``: parts the user needs (a check for each, even where it cannot run here)."""
         raise NotImplementedError
+
+    # -- checks before any work
+    def check(self, reduction: Mapping[str, Any], scan: ScanInfo) -> list[Problem]:
+        """Mistakes in the resolved ``reduction`` config that would fail or empty every chunk, found
+        up front (``scan``: the campaign's first finished scan, for what the config leaves to the raw
+        data, e.g. the energy). Keys are the ``reduction`` group's. Default: none."""
+        return []
+
+    def check_names(self, dataset: str, scans: Sequence[str], detector: str, monitor: str | None) -> list[Problem]:
+        """The detector and monitor names the campaign reads, absent from every one of ``scans`` of
+        ``dataset`` (metadata only): keys ``"detector"`` / ``"monitor"``, with what is there instead."""
+        from .io import bliss
+
+        names = {"detector": detector, "monitor": monitor}
+        return [Problem(k, m) for k, m in bliss.missing_names(dataset, scans, names)]
 
     # -- raw data (BLISS by default)
     def datasets(self, raw_data: str, patterns: Sequence[str] | None) -> list[Path]:

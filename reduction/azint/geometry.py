@@ -145,6 +145,13 @@ class Geometry:
         u = radial_unit(unit)
         return u.values(*self._lab(False), self.wavelength) * u.scale
 
+    def radial_extent(self, unit: str) -> tuple[float, float]:
+        """(min, max) radial value in ``unit`` (scaled) over the pixels' corners: what any bin range
+        must overlap to receive signal."""
+        u = radial_unit(unit)
+        values = u.values(*self._lab(True), self.wavelength) * u.scale
+        return float(np.nanmin(values)), float(np.nanmax(values))
+
     def solid_angle(self) -> np.ndarray:
         """(ny, nx) relative solid angle cos³(incidence), 1 at the PONI (pyFAI's solidAngleArray)."""
         p1, p2 = self.detector.pixel_centres()

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from reduction.step import BenchReport, Kind, MasterEntry, MergeReport, SelfTest, Step
+from reduction.step import BenchReport, Kind, MasterEntry, MergeReport, Problem, ScanInfo, SelfTest, Step
 
 from .config import Azint1dConfig, Azint2dConfig
 
@@ -26,6 +26,17 @@ class AzintKind(Kind):
         from .chunkfile import chunk_matches
 
         return chunk_matches(path, chunk_id, config_hash)
+
+    def check(self, reduction: Mapping[str, Any], scan: ScanInfo) -> list[Problem]:
+        from reduction.errors import GeometryError
+
+        from .checks import radial_range_problem
+
+        try:
+            problem = radial_range_problem(reduction, scan.energy_kev)
+        except GeometryError as exc:  # a PONI that every chunk would fail to read
+            return [Problem("poni", str(exc))]
+        return [Problem("radial_range", problem)] if problem else []
 
     def merge(self, master: Path, entries: Sequence[MasterEntry], *, mode: str, config_json: str) -> MergeReport:
         from .nexus import EntrySpec, write_master

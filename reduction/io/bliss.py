@@ -29,7 +29,7 @@ import glob
 import os
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,7 @@ from .direct import CompressedFrames, read_compressed, read_direct
 __all__ = [
     "ScanInfo", "ScanSelection", "ScanSelectionError", "find_datasets", "read_scans", "parse_scan_selection",
     "read_frames", "read_frames_compressed", "read_counter", "frame_sources", "experiment_of", "processed_data_dir",
-    "open_raw", "HC_KEV_ANGSTROM",
+    "open_raw", "HC_KEV_ANGSTROM", "missing_names",
 ]
 
 #: h·c in keV·Å: λ[Å] = HC_KEV_ANGSTROM / E[keV].
@@ -448,6 +448,42 @@ def _scan_info(f: h5py.File, dataset: Path, name: str, detector: str, monitor: s
 def scan_names(f: h5py.File) -> list[str]:
     """The scan entries of an open master file ("1.1", "2.1", "1.2" ...), sorted numerically."""
     return sorted((k for k in f.keys() if _SCAN_NAME.match(k)), key=scan_key)
+
+
+def missing_names(dataset: str | os.PathLike[str], scans: Sequence[str],
+                  names: dict[str, str | None]) -> list[tuple[str, str]]:
+    """(role, message) for each name (role → name, e.g. ``{"detector": "pilatus"}``; None skipped) absent
+    from ``/<scan>/measurement`` in every one of ``scans`` of ``dataset`` (a scan without the detector,
+    an alignment scan say, is that scan's problem, not the campaign's), listing what the first scan
+    holds (its detectors, the 3-D datasets, or its counters). A link whose target is missing is
+    present: its file is what fails, chunk by chunk."""
+    absent = {role: name for role, name in names.items() if name}
+    sampled: tuple[str, dict[str, list[str]]] | None = None  # the first scan and what it holds
+    with open_raw(dataset) as f:
+        for scan in scans:
+            meas = f.get(f"{scan}/measurement")
+            if not isinstance(meas, h5py.Group):
+                continue  # the scan's own problem, reported with the scan
+            there = sorted(meas.keys())
+            if sampled is None:
+                ids = {n: _open_id(meas, n) for n in there}
+                frames = [n for n, i in ids.items() if isinstance(i, h5py.h5d.DatasetID) and len(i.shape) == 3]
+                sampled = scan, {"detector": frames, "monitor": [n for n in there if n not in frames]}
+            absent = {role: name for role, name in absent.items() if name not in there}
+            if not absent:
+                return []
+    if sampled is None:
+        return []
+    first, held = sampled
+    scope = f"scan {first}" if len(scans) == 1 else f"any of the {len(scans)} scans sampled ({first}, ...)"
+    out = []
+    for role, name in absent.items():
+        shown = held.get(role, [])
+        listed = ", ".join(shown[:30]) + (f", ... ({len(shown) - 30} more)" if len(shown) > 30 else "")
+        what = "detectors (frame datasets)" if role == "detector" else "counters"
+        out.append((role, f"no {role} {name!r} in {scope} of {dataset} (/{first}/measurement holds {what}: "
+                          f"{listed or 'none'})"))
+    return out
 
 
 def read_scans(dataset: str | os.PathLike[str], detector: str, monitor: str | None = None,

@@ -258,8 +258,12 @@ def test_unquoted_comma_override_asks_for_quotes(data: Path) -> None:
 
 
 def test_override_grammar_error_names_the_override(data: Path) -> None:
+    message = error(base(data, "reduction.unit=q'\"x"))  # no quoting gives it back
+    assert "cannot parse override 'reduction.unit=q\\'\"x'" in message
+    assert "quote a value with special characters" in message
+    # a value the grammar takes once quoted is quoted; the error names it as typed
     message = error(base(data, "reduction.npt=1=2"))
-    assert "cannot parse override 'reduction.npt=1=2'" in message
+    assert "reduction.npt=1=2 in override \"reduction.npt=1=2\": wrong type, expected an integer" in message
 
 
 @pytest.mark.parametrize("override, fragment", [

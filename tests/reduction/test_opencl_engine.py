@@ -468,6 +468,22 @@ def test_threads_make_a_sub_device(opencl) -> None:
     assert_same(eng.reduce(frames), NumpyEngine(w).reduce(frames))
 
 
+@pytest.mark.parametrize("dim", [1, 2])
+def test_same_bits_for_any_compute_unit_count(opencl, dim) -> None:
+    """On a CPU device restricted to 1 or 2 compute units (what ``threads``, i.e. XREDUCE_THREADS,
+    asks for), the tiling and hence the order of every sum are the same: bit-identical outputs."""
+    w = matrix(dim, "bbox")
+    frames = frames_for(w, 33, "uint32", seed=3)
+    engines = [OpenCLEngine(w, device="cpu", kernel="cpu", threads=n) for n in (1, 2)]
+    units = [e._dev.max_compute_units for e in engines]
+    assert units == [1, 2], f"compute units of the engines: {units}"
+    assert engines[0].layout.ntiles > 1
+    one, two = (e.reduce(frames) for e in engines)
+    assert one.signal.tobytes() == two.signal.tobytes()
+    assert one.variance.tobytes() == two.variance.tobytes()
+    np.testing.assert_array_equal(one.invalid, two.invalid)
+
+
 # ---------------------------------------------------------------------------------------------
 # Device selection (pure: fake devices, fake environment, fake driver tables)
 # ---------------------------------------------------------------------------------------------

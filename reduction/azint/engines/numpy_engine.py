@@ -43,16 +43,21 @@ How
   accumulates straight into float64.  ``precision="single"`` forces float32 for every frame type
   that float32 holds (then a 2-D bin's float32 sum is flushed only once if it has <= 256 terms:
   relative error up to ~1e-6).
-* Threads (``threads``; default ``XREDUCE_THREADS``, ``OMP_NUM_THREADS`` or the CPUs available)
-  take chunks of consecutive tiles round-robin (a static split: results are bitwise
-  reproducible for a given thread count); their float64 accumulators are summed and transposed
-  to (B, nbins) at the end, in parallel over bin ranges.
+* Summation order, fixed by the matrix and the block alone (never by the thread count): the tiles
+  of a plan are cut into at most 16 *lanes* of consecutive tiles.  Each lane sums its tiles in
+  order into an accumulator of its own (lane 0 straight into the total), and the lanes are added
+  into the total in lane order, each over the bins its tiles touch.  Threads (``threads``; default
+  ``XREDUCE_THREADS``, ``OMP_NUM_THREADS`` or the CPUs available) take lanes round-robin, so the
+  results are bit-identical for any number of threads, hence of workers sharing a node.  The
+  lane count is bounded by the work per accumulator value (a 2-D cake of many bins gets fewer
+  lanes: adding a lane costs a pass over its bins).  The total is transposed to (B, nbins) at the
+  end, in parallel over bin ranges.
 """
 
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 import scipy.sparse as sp
@@ -118,6 +123,8 @@ _SINGLE_MAX_BINS = 8192  # "auto": float32 tile products only up to this many bi
 _SPARSE_FIX_FRACTION = 1 / 32  # below this fraction of entries < 1, fix the variance sparsely
 _FINALIZE_BINS = 4096  # bins per finalization step (sum + transpose)
 _SMALL_TYPES = frozenset("bBhHiIef")  # exact (or float32-rounded) in float32 tile products
+_LANES = 16  # lanes (tile ranges summed separately, then added in order): the most threads used
+_LANE_WORK = 16  # a plan has at most one lane per this many matrix entries per accumulator value
 
 
 def _frame_blocks(nvec: int, row_stride: int):
@@ -147,7 +154,7 @@ class _Plan:
     """
 
     __slots__ = ("kind", "ctype", "ncomp", "interleaved", "var_adds_signal", "tiles", "max_len",
-                 "nbins", "flush_ratio", "max_rows")
+                 "nbins", "flush_ratio", "max_rows", "lanes")
 
     def __init__(self, kind, ctype, ncomp, interleaved, var_adds_signal, tiles, max_len, nbins,
                  flush_ratio=0.0):
@@ -161,6 +168,39 @@ class _Plan:
         self.nbins = nbins
         self.flush_ratio = flush_ratio
         self.max_rows = max([t[9] for t in tiles if kind == "rows" and t[10] is not None], default=1)
+        self.lanes = self._lanes()
+
+    def _lanes(self):
+        """[(t0, t1, lo, hi)]: tiles [t0, t1) summed apart, touching accumulator bins [lo, hi).
+
+        Consecutive tiles (neighbouring pixels touch neighbouring bins), balanced by matrix
+        entries; their number depends on the plan alone, so the order of every sum does too.
+        """
+        ntiles = len(self.tiles)
+        if ntiles == 0:
+            return []
+        entries = np.cumsum([t[4].size for t in self.tiles])
+        nlanes = int(min(_LANES, ntiles, max(1, entries[-1] // (_LANE_WORK * self.nbins * self.ncomp))))
+        cuts = np.searchsorted(entries, entries[-1] * np.arange(1, nlanes) / nlanes, side="right")
+        bounds = sorted({0, ntiles, *(int(c) for c in cuts if 0 < c < ntiles)})
+        lanes = []
+        for t0, t1 in zip(bounds[:-1], bounds[1:]):
+            spans = [self._bin_span(t) for t in self.tiles[t0:t1]]
+            lanes.append((t0, t1, min(a for a, _ in spans), max(b for _, b in spans)))
+        return lanes
+
+    def _bin_span(self, tile):
+        """[lo, hi): the bins a tile adds into."""
+        if self.kind == "cols":
+            return tile[7] // self.ncomp, -(-tile[8] // self.ncomp)
+        rows = tile[10]
+        return (tile[8], tile[9]) if rows is None else (int(rows[0]), int(rows[-1]) + 1)
+
+    def bins_of(self, acc, lo, hi):
+        """The part of an accumulator holding bins [lo, hi) (a view)."""
+        if self.kind == "cols":
+            return acc[lo * self.ncomp : hi * self.ncomp]
+        return acc[:, :, lo:hi]
 
     def acc_shape(self, nvec):
         if self.kind == "cols":
@@ -474,24 +514,47 @@ class NumpyEngine:
 
     def _reduce_chunk(self, plan, X, f0, signal, var_out, invalid_parts):
         nvec = X.shape[0]
-        ntiles = len(plan.tiles)
-        nworkers = max(1, min(self.threads, ntiles))
+        lanes = plan.lanes
+        nworkers = max(1, min(self.threads, len(lanes)))
         shape = plan.acc_shape(nvec)
-        accs = [self._workspaces[w].get(("acc64", plan.kind), shape, np.float64, zero=True)
-                for w in range(nworkers)]
-        invalid_lists = [[] for _ in range(nworkers)]
-        # chunks of consecutive tiles (locality of the bins they touch) dealt round-robin: a
-        # static split, so that the sums -- hence the results -- are the same from run to run
-        per = max(1, min(8, ntiles // (8 * nworkers)))
-        chunks = [(c, min(ntiles, c + per)) for c in range(0, ntiles, per)]
+        total = self._workspaces[0].get(("acc64", plan.kind), shape, np.float64, zero=True)
+        invalid_lists: list[list] = [[] for _ in range(nworkers)]
         limits = self._limits(X.dtype)
         work = self._work_cols if plan.kind == "cols" else self._work_rows
+        added = [threading.Event() for _ in lanes]  # lane i is in the total
+        failed = threading.Event()
+
+        def run(w):
+            """Lanes w, w + nworkers, ...; each added into the total after the lane before it."""
+            ws = self._workspaces[w]
+            try:
+                for li in range(w, len(lanes), nworkers):
+                    t0, t1, lo, hi = lanes[li]
+                    if li == 0:
+                        work(ws, plan, X, [(t0, t1)], total, invalid_lists[w], limits)
+                    else:
+                        acc = ws.get(("lane", plan.kind), shape, np.float64)
+                        part = plan.bins_of(acc, lo, hi)
+                        part.fill(0.0)
+                        work(ws, plan, X, [(t0, t1)], acc, invalid_lists[w], limits)
+                        added[li - 1].wait()
+                        if failed.is_set():
+                            return
+                        into = plan.bins_of(total, lo, hi)
+                        into += part
+                    added[li].set()
+            except BaseException:
+                failed.set()
+                for event in added:  # release the lanes waiting for this one
+                    event.set()
+                raise
+
         if nworkers == 1:
-            work(self._workspaces[0], plan, X, chunks, accs[0], invalid_lists[0], limits)
+            run(0)
         else:
             pool = self._get_pool()
-            futs = [pool.submit(work, self._workspaces[w], plan, X, chunks[w::nworkers], accs[w], invalid_lists[w],
-                                limits) for w in range(nworkers)]
+            futs = [pool.submit(run, w) for w in range(nworkers)]
+            wait(futs)  # all stopped (one failing releases the others) before the workspaces are reused
             for fut in futs:
                 fut.result()
         for lst in invalid_lists:
@@ -500,19 +563,15 @@ class NumpyEngine:
                 part[:, 0] = fr + f0
                 part[:, 1] = pix
                 invalid_parts.append(part)
-        self._finalize(plan, accs, f0, nvec, signal, var_out)
+        self._finalize(plan, total, f0, nvec, signal, var_out)
 
-    def _finalize(self, plan, accs, f0, nvec, signal, var_out):
-        """Sum the workers' accumulators and write them (transposed) into the outputs."""
+    def _finalize(self, plan, total, f0, nvec, signal, var_out):
+        """Write the summed accumulator (transposed) into the outputs."""
         nb = self.nbins
-        views = [plan.acc_view(a, nvec) for a in accs]
+        view = plan.acc_view(total, nvec)
 
         def fin(lo, hi):
-            tot = views[0][lo:hi]
-            if len(views) > 1:
-                tot = tot.copy()
-                for v in views[1:]:
-                    tot += v[lo:hi]
+            tot = view[lo:hi]
             s = tot[:, 0, :]
             signal[f0 : f0 + nvec, lo:hi] = s.T
             if var_out is not None:
@@ -535,11 +594,23 @@ class NumpyEngine:
         """Blocks of frames: transposed tile buffer, csc_matvecs into the accumulator."""
         ctype = plan.ctype
         nvec = X.shape[0]
-        nrows = plan.nbins * plan.ncomp
         buf = ws.get(("buf", ctype), (plan.max_len, nvec), ctype)
         blocks = _frame_blocks(nvec, X.strides[0])
         single = ctype == np.float32
-        acc = ws.get("acc32", acc64.shape, np.float32, zero=True) if single else acc64
+        # float32 partial sums: all zero between calls (each call flushes and zeroes what it used)
+        acc = ws.get("acc32", acc64.shape, np.float32) if single else acc64
+        try:
+            self._cols_tiles(plan, X, chunks, acc64, acc, buf, blocks, invalid, limits)
+        except BaseException:
+            ws.bufs.pop("acc32", None)  # partial sums left behind: never reuse them
+            raise
+
+    def _cols_tiles(self, plan, X, chunks, acc64, acc, buf, blocks, invalid, limits):
+        """The tiles of ``chunks``: products into ``acc``, flushed into ``acc64`` if float32."""
+        ctype = plan.ctype
+        nvec = X.shape[0]
+        nrows = plan.nbins * plan.ncomp
+        single = ctype == np.float32
         tiles = plan.tiles
         kernel = _csc_matvecs
         copyto = np.copyto

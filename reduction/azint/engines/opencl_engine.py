@@ -14,10 +14,12 @@ How
 * **Layout, once per matrix** (:func:`build_layout`): the non-empty columns of W are cut into
   *runs* of consecutive pixels packed into *tiles*; each distinct bin a tile touches is one of its
   *slots*.  Tiles add into their own slots of a partial buffer and ``combine`` sums each bin's
-  slots: no atomics, deterministic results.  Frames are read in their natural (B, npix) order,
-  as they come (uint8/16/32, int8/16/32, float32/64: no transpose, no conversion on the host; the
-  kernels check validity, convert and accumulate in one pass).  The layout (~16 bytes per
-  non-zero) is uploaded once and stays on the device.
+  slots: no atomics, deterministic results -- bit-identical for any number of compute units (a
+  sub-device of ``threads`` units on a CPU), since the tiling depends on the matrix alone.
+  Frames are read in their natural (B, npix) order, as they come (uint8/16/32, int8/16/32,
+  float32/64: no transpose, no conversion on the host; the kernels check validity, convert and
+  accumulate in one pass).  The layout (~16 bytes per non-zero) is uploaded once and stays on
+  the device.
 * **Kernels** (``_opencl_kernels.cl``).  ``cpu``, for CPU devices: one work-item per tile and
   group of 8/16/32 frames; runs stay in pixel order (long sequential reads), the 8*NV values of
   a pixel are gathered into ``double8`` vectors (SIMD across frames: each matrix entry is read
@@ -86,6 +88,8 @@ _TYPES = {("u", 1): ("uchar", 0, "255"), ("u", 2): ("ushort", 0, "65535"), ("u",
 _CAP, _CAP_FRACTION = 64, 1 / 512  # invalid entries listed per tile and frame group: at least _CAP, or this
 # fraction of a 32-frame tile's values; beyond, the host rescans the tile (slow for big cpu tiles)
 _CPU_RUN, _CPU_TILE_NNZ = 4096, (32768, 1 << 20)  # cpu kernel: pixels per run, non-zeros per tile (range)
+_CPU_TILES = 64  # cpu kernel: tiles aimed at (8 per compute unit up to 8); never the device's count,
+# which would make the tiling, hence the order of the sums, depend on the compute units (threads)
 _GROUP_RUN, _GROUP_PMAX, _GROUP_FB = 32, 1024, 4  # group kernel: run, pixels per tile, frames staged
 _MEM_FRACTION = 0.7  # of the device's global memory the engine allows itself
 _PROBED_TYPES = ("uint16", "uint32", "int32", "float32", "float64")  # built in the probe process
@@ -366,9 +370,9 @@ class OpenCLEngine:
     # ------------------------------------------------------------------ set-up
     def _tile_sizes(self, csc: sp.csc_array, small: bool = False) -> tuple[int, int, int]:
         """(run, tile_nnz, tile_pixels) of this engine's kernel (``small``: tiny tiles, for the self-test)."""
-        if self.kernel == "cpu":  # runs in pixel order: long sequential reads; ~8 tiles per compute unit
+        if self.kernel == "cpu":  # runs in pixel order: long sequential reads; a fixed number of tiles
             lo, hi = _CPU_TILE_NNZ
-            tile_nnz = int(np.clip(csc.nnz // (8 * self._dev.max_compute_units), lo, hi))
+            tile_nnz = int(np.clip(csc.nnz // _CPU_TILES, lo, hi))
             return (8, 40, 1 << 30) if small else (_CPU_RUN, tile_nnz, 1 << 30)
         return (8, 1 << 30, 32) if small else (_GROUP_RUN, 1 << 30, _GROUP_PMAX)  # runs sorted by bin
 
