@@ -9,7 +9,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from campaign_helpers import (
     campaign_overrides,
@@ -62,8 +61,8 @@ def test_array_with_throttle_packing_and_split_matches_local(experiment, tmp_pat
     assert main(["run", *overrides(experiment, local)]) == 0
     theirs, ours = intensities(out), intensities(local)
     assert theirs.keys() == ours.keys() and len(ours) == 4
-    for name in ours:
-        np.testing.assert_allclose(theirs[name], ours[name], rtol=1e-6)
+    for name in ours:  # the same summation order whatever the threads per task (deterministic engines)
+        assert theirs[name].tobytes() == ours[name].tobytes(), name
     capsys.readouterr()
     main(["status", str(out), "--json"])
     assert json.loads(capsys.readouterr().out)["counts"]["done"] == 24
@@ -104,6 +103,10 @@ def test_killed_and_failing_tasks_are_reported_then_a_resubmit_finishes(experime
     capsys.readouterr()
     assert main(["status", str(out), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["counts"]["done"] == 24
+    local = tmp_path / "local"  # the campaign resumed after scancel gives what an uninterrupted run gives
+    assert main(["run", *overrides(experiment, local)]) == 0
+    theirs, ours = intensities(out), intensities(local)
+    assert theirs.keys() == ours.keys() and all(theirs[n].tobytes() == ours[n].tobytes() for n in ours)
 
 
 def test_gpu_request_and_refusal_of_a_concurrent_submit(experiment, tmp_path, capsys) -> None:
@@ -190,8 +193,8 @@ def test_submitit_backend_end_to_end(experiment, tmp_path, capsys) -> None:
     assert main(["run", *overrides(experiment, local)]) == 0
     theirs, ours = intensities(out), intensities(local)
     assert theirs.keys() == ours.keys()
-    for name in ours:
-        np.testing.assert_allclose(theirs[name], ours[name], rtol=1e-6)
+    for name in ours:  # the same summation order whatever the threads per task (deterministic engines)
+        assert theirs[name].tobytes() == ours[name].tobytes(), name
     (folder,) = (out / "submitit").iterdir()
     assert list(folder.glob("*_result.pkl")), "submitit ran the tasks as Slurm jobs"
 
@@ -235,5 +238,5 @@ def test_mode_mpi_runs_one_allocation_of_mpi_ranks(experiment, tmp_path, capsys)
     assert main(["run", *overrides(experiment, local)]) == 0
     theirs, ours = intensities(out), intensities(local)
     assert theirs.keys() == ours.keys()
-    for name in ours:
-        np.testing.assert_allclose(theirs[name], ours[name], rtol=1e-6)
+    for name in ours:  # the same summation order whatever the threads per task (deterministic engines)
+        assert theirs[name].tobytes() == ours[name].tobytes(), name
