@@ -155,6 +155,18 @@ class XpcsStep:
         """The two-time tile product on this step's engine (None: numpy's)."""
         return None if self.context is None else self.context.twotime_product(x)
 
+    def _wavelength(self, chunk: Mapping[str, Any]) -> float:
+        if chunk.get("energy_kev"):
+            return bliss.HC_KEV_ANGSTROM / float(chunk["energy_kev"]) * 1e-10
+        raise IntegrationError(f"{chunk['dataset']} scan {chunk['scan']}: the PONI has no wavelength and the scan no "
+                               "monochromator energy: q cannot be computed")
+
+    def chunk_partition(self, chunk: Mapping[str, Any]) -> QPartition:
+        """The q partition of ``chunk``'s scan (its energy where the PONI has no wavelength)."""
+        if self.geometry.wavelength is not None:
+            return self.partition
+        return self._partition_for(self._wavelength(chunk))
+
     def _partition_for(self, wavelength: float | None) -> QPartition:
         if wavelength not in self._partitions:
             geometry = replace(self.geometry, wavelength=wavelength)
@@ -176,13 +188,8 @@ class XpcsStep:
     def _correlate(self, chunk: Mapping[str, Any], out: Path, *, config_hash: str, config_json: str) -> int:
         dataset, scan, detector = str(chunk["dataset"]), str(chunk["scan"]), str(chunk["detector"])
         start, stop = int(chunk["start"]), int(chunk["stop"])
-        wavelength = self.geometry.wavelength
-        if wavelength is None and chunk.get("energy_kev"):
-            wavelength = bliss.HC_KEV_ANGSTROM / float(chunk["energy_kev"]) * 1e-10
-        if wavelength is None:
-            raise IntegrationError(f"{dataset} scan {scan}: the PONI has no wavelength and the scan no "
-                                   "monochromator energy: q cannot be computed")
-        partition = self._partition_for(wavelength)
+        partition = self.chunk_partition(chunk)
+        wavelength = self.geometry.wavelength if self.geometry.wavelength is not None else self._wavelength(chunk)
         frame_time, count_time, source, start_time = scan_timing(dataset, scan, detector)
         if self.cfg.get("frame_time"):
             frame_time, source = float(self.cfg["frame_time"]), "reduction.frame_time"
