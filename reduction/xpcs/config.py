@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from reduction.azint.config import _DEVICE_HINT
 from reduction.step import MISSING, ReductionConfig, key
 
 __all__ = ["XpcsConfig", "DynamicQ", "PhiSectors", "MultiTauConfig", "TwoTimeConfig", "Q_UNITS", "ENGINES"]
 
 #: Units of ``dynamic_q.unit`` (pyFAI's names).
 Q_UNITS = ("q_nm^-1", "q_A^-1")
-#: ``reduction.engine``: the correlator (numpy, float64). The OpenCL correlator is not there yet.
-ENGINES = ("auto", "numpy")
+#: ``reduction.engine``: the correlator, float64 sums on both (``auto``: OpenCL where a device works).
+ENGINES = ("auto", "numpy", "opencl")
 
 
 @dataclass
@@ -69,4 +70,5 @@ class XpcsConfig(ReductionConfig):
     twotime: TwoTimeConfig = field(default_factory=TwoTimeConfig)
     # seconds per frame; null: the scan's detector acquisition parameters, else delays stay in frames
     frame_time: float | None = key(None, between=(1e-12, 1e6), hint="seconds per frame, or null")
-    engine: str = key("auto", choices=ENGINES, hashed=False)
+    engine: str = key("auto", choices=ENGINES, hashed=False)  # same sums on both (docs/xpcs.md)
+    device: str = key("auto", pattern=r"auto|cpu|gpu|\d+:\d+", hint=_DEVICE_HINT, hashed=False)  # OpenCL device

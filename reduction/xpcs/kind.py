@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from reduction.step import Kind, MasterEntry, MergeReport, SelfTest, Step
+from reduction.step import BenchReport, Kind, MasterEntry, MergeReport, SelfTest, Step
 
 from .config import XpcsConfig
 
@@ -39,6 +39,13 @@ class XpcsKind(Kind):
         from .nexus import write_preview
 
         write_preview(master, png)
+
+    def bench(self, step: Step, chunk: Mapping[str, Any], workdir: Path) -> BenchReport:
+        from .bench import bench_step
+        from .step import XpcsStep
+
+        assert isinstance(step, XpcsStep), f"{self.name}: a step of another kind ({type(step).__name__})"
+        return bench_step(step, chunk, workdir)
 
     def merged_chunks(self, master: Path) -> set[str]:
         from reduction.io.merge import merged_chunk_ids

@@ -13,6 +13,11 @@ frames (plus the intensity of each static bin per frame, N·S numbers, an output
 
 The result (:class:`MultiTauSums`) holds *additive* sums per static q bin and delay — ΣG2, ΣIP, ΣIF,
 pixel counts, Σg2_pix, Σg2_pix² — from which :func:`normalise` computes g2 per dynamic bin.
+
+Only ΣG2 needs every pixel (:meth:`MultiTau._correlate_pixels`, which the OpenCL correlator of
+:mod:`reduction.xpcs.opencl` replaces); ΣIP and ΣIF come from the intensity trace of the static bins.
+Binned frames are kept as sums (not means) until :meth:`MultiTau.result`: integer counts then give
+integer-valued float64 sums, exact below 2^53, so the order of the additions does not change them.
 """
 
 from __future__ import annotations
@@ -97,8 +102,6 @@ class MultiTau:
         self._pixels = np.bincount(static_index, minlength=self.n_static).astype(np.float64)
         K = len(self.delay)
         self._G2 = np.zeros((K, self.npix))
-        self._IP = np.zeros((K, self.n_static))
-        self._IF = np.zeros((K, self.n_static))
         self._tail = [np.zeros((0, self.npix)) for _ in range(self.n_levels)]
         self._carry = [np.zeros((0, self.npix)) for _ in range(self.n_levels)]
         self._lags = [[(k, int(self.delay[k]) >> lv) for k in np.flatnonzero(self.level == lv)]
@@ -121,29 +124,28 @@ class MultiTau:
         static_sum = np.asarray(self._to_static.T @ x.T).T
         self._intensity.append(static_sum)
         self._frame_sum += x.sum(axis=0)
+        self._correlate_pixels(block, x)
+        return static_sum
+
+    def _correlate_pixels(self, block: np.ndarray, x: np.ndarray) -> None:
+        """ΣG2 of every pixel over the new frames (``block`` as given, ``x`` as float64), every level."""
         for lv in range(self.n_levels):
             if not len(x):
                 break
             self._correlate(lv, x)
             x = self._bin(lv, x)
-        return static_sum
 
     def _correlate(self, lv: int, x: np.ndarray) -> None:
         """Products of the new binned frames ``x`` of level ``lv`` with their partners x bins before."""
         tail = self._tail[lv]
         ext = np.concatenate([tail, x]) if len(tail) else x
         h = len(tail)
-        ext_s = None
         for k, lag in self._lags[lv]:
             first = max(h, lag)  # the new frames that have a partner `lag` bins before
             if first >= len(ext):
                 continue
             now, before = ext[first:], ext[first - lag:len(ext) - lag]
             self._G2[k] += np.einsum("tp,tp->p", now, before)
-            if ext_s is None:
-                ext_s = np.asarray(self._to_static.T @ ext.T).T
-            self._IF[k] += ext_s[first:].sum(axis=0)
-            self._IP[k] += ext_s[first - lag:len(ext) - lag].sum(axis=0)
         keep = self._keep[lv]
         self._tail[lv] = ext[max(0, len(ext) - keep):].copy()
 
@@ -157,15 +159,35 @@ class MultiTau:
         self._carry[lv] = y[n:].copy()
         return y[0:n:2] + y[1:n:2]
 
+    def _G2_sums(self) -> np.ndarray:
+        """(K, P) ΣG2 of every pixel, binned frames as sums."""
+        return self._G2
+
+    def _partner_sums(self, intensity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(K, S) ΣIP and ΣIF, binned frames as sums: each static bin's counts in the frames that have
+        a partner ``lag`` bins later (IP) and earlier (IF), from the trace ``intensity`` (N, S)."""
+        IP = np.zeros((len(self.delay), self.n_static))
+        IF = np.zeros_like(IP)
+        for lv in range(self.n_levels):
+            T = 1 << lv
+            n_bins = self.nframes >> lv
+            binned = intensity[:n_bins * T].reshape(n_bins, T, self.n_static).sum(axis=1)
+            for k, lag in self._lags[lv]:
+                IP[k] = binned[:n_bins - lag].sum(axis=0)
+                IF[k] = binned[lag:].sum(axis=0)
+        return IP, IF
+
     def result(self) -> MultiTauSums:
         """The sums, once every frame was fed (raises otherwise)."""
         if self.seen != self.nframes:
             raise ValueError(f"the correlator was fed {self.seen} of {self.nframes} frames")
         scale = (2.0 ** self.level)[:, None]
         products = (self.nframes >> self.level) - (self.delay >> self.level)
-        G2_pix = self._G2 / scale**2  # binned frames as means: counts²/frame²
+        G2_pix = self._G2_sums() / scale**2  # binned frames as means: counts²/frame²
         G2 = np.asarray(self._to_static.T @ G2_pix.T).T
-        IP, IF = self._IP / scale, self._IF / scale
+        intensity = np.concatenate(self._intensity) if self._intensity else np.zeros((0, self.n_static))
+        IP, IF = self._partner_sums(intensity)
+        IP, IF = IP / scale, IF / scale
         # the pixel g2, normalised by its static bin's mean IP and IF (per product and pixel)
         with np.errstate(divide="ignore", invalid="ignore"):
             norm = (IP / self._pixels) * (IF / self._pixels) / products[:, None]
@@ -173,7 +195,6 @@ class MultiTau:
         g2_pix[~np.isfinite(g2_pix)] = 0.0
         g2_sum = np.asarray(self._to_static.T @ g2_pix.T).T
         g2_sq = np.asarray(self._to_static.T @ (g2_pix * g2_pix).T).T
-        intensity = np.concatenate(self._intensity) if self._intensity else np.zeros((0, self.n_static))
         return MultiTauSums(self.delay.copy(), self.level.copy(), products.astype(np.float64), G2, IP, IF,
                             self._pixels.copy(), g2_sum, g2_sq, intensity, self._frame_sum.copy())
 

@@ -147,8 +147,10 @@ def partition_from_qmap(path: str, geometry: Geometry, unit: str = "q_nm^-1",
     pairs = np.unique(np.stack([sta[keep], dyn[keep]]), axis=1)
     shared = np.flatnonzero(np.bincount(pairs[0], minlength=n_sta + 1) > 1)
     if len(shared):
-        raise RawDataError(f"qmap file {path}: static bin {int(shared[0])} spans several dynamic bins; each static "
-                           "bin must lie inside one dynamic bin")
+        first = int(shared[0])
+        across = ", ".join(str(int(d)) for d in pairs[1][pairs[0] == first])
+        raise RawDataError(f"qmap file {path}: static bin {first} spans dynamic bins {across} ({len(shared)} static "
+                           "bin(s) do so); each static bin must lie inside one dynamic bin")
     q = geometry.radial(unit)
     with np.errstate(invalid="ignore", divide="ignore"):
         dq = np.bincount(dyn[keep], q[keep], n_dyn + 1)[1:] / np.bincount(dyn[keep], minlength=n_dyn + 1)[1:]

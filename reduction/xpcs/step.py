@@ -15,13 +15,13 @@ from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
 
 from reduction.azint.geometry import Geometry
-from reduction.errors import IntegrationError, RawDataError
+from reduction.errors import EngineUnavailable, IntegrationError, RawDataError
 from reduction.io import bliss
 from reduction.io.blocks import StageTimes, read_ahead
 from reduction.io.images import load_image
@@ -30,7 +30,10 @@ from reduction.io.poni import read_poni_text
 from .chunkfile import ChunkMeta, TwoTimeSpec, write_chunk
 from .multitau import MultiTau
 from .partition import QPartition, partition_from_config
-from .twotime import normalise_frames, twotime_tiles
+from .twotime import Product, normalise_frames, twotime_tiles
+
+if TYPE_CHECKING:
+    from .opencl import OpenCLContext
 
 __all__ = ["XpcsStep", "READ_BLOCK", "scan_timing"]
 
@@ -89,14 +92,19 @@ def scan_timing(dataset: str, scan: str, detector: str) -> tuple[float | None, f
         return None, None, "", start_time
 
 
+NUMPY = "numpy (float64)"
+
+
 class XpcsStep:
     """``reduction=xpcs``: multi-tau (and two-time) correlation of a whole scan."""
-
-    engine_used = "numpy (float64)"
 
     def __init__(self, reduction: Mapping[str, Any]) -> None:
         self.cfg = _plain(reduction)
         self.kind = str(self.cfg.get("kind", "xpcs"))
+        self.engine = str(self.cfg.get("engine") or "auto")
+        self.context = self._open_device()
+        #: the correlator that runs (provenance, run summaries)
+        self.engine_used = NUMPY if self.context is None else f"opencl on {self.context} (float64)"
         self.poni_text = read_poni_text(self.cfg["poni"])
         self.geometry = Geometry.from_poni(self.cfg["poni"], text=self.poni_text)
         self.mask = None if not self.cfg.get("mask") else load_image(self.cfg["mask"], what="mask",
@@ -120,6 +128,45 @@ class XpcsStep:
                 raise IntegrationError(f"reduction.twotime.frames={frames} must be [start, stop) with "
                                        "0 <= start < stop")
 
+    def _open_device(self) -> OpenCLContext | None:
+        """The OpenCL device of ``engine=opencl`` (EngineUnavailable if none works) or ``auto`` (None,
+        with a warning naming the reason, where none works: the numpy correlator)."""
+        if self.engine == "numpy":
+            return None
+        from .opencl import open_context
+
+        try:
+            return open_context(str(self.cfg.get("device") or "auto"))
+        except EngineUnavailable as exc:
+            if self.engine == "opencl":
+                raise EngineUnavailable(f"reduction.engine=opencl: {exc}") from None
+            log.warning("engine auto: using the numpy correlator, the OpenCL one is unavailable: %s", exc)
+            return None
+
+    def correlator(self, static_index: np.ndarray, n_static: int, nframes: int) -> MultiTau:
+        """The multi-tau correlator of one scan on this step's engine."""
+        if self.context is None:
+            return MultiTau(static_index, n_static, nframes, self.dpl)
+        from .opencl import OpenCLMultiTau
+
+        return OpenCLMultiTau(self.context, static_index, n_static, nframes, self.dpl)
+
+    def twotime_product(self, x: np.ndarray) -> Product | None:
+        """The two-time tile product on this step's engine (None: numpy's)."""
+        return None if self.context is None else self.context.twotime_product(x)
+
+    def _wavelength(self, chunk: Mapping[str, Any]) -> float:
+        if chunk.get("energy_kev"):
+            return bliss.HC_KEV_ANGSTROM / float(chunk["energy_kev"]) * 1e-10
+        raise IntegrationError(f"{chunk['dataset']} scan {chunk['scan']}: the PONI has no wavelength and the scan no "
+                               "monochromator energy: q cannot be computed")
+
+    def chunk_partition(self, chunk: Mapping[str, Any]) -> QPartition:
+        """The q partition of ``chunk``'s scan (its energy where the PONI has no wavelength)."""
+        if self.geometry.wavelength is not None:
+            return self.partition
+        return self._partition_for(self._wavelength(chunk))
+
     def _partition_for(self, wavelength: float | None) -> QPartition:
         if wavelength not in self._partitions:
             geometry = replace(self.geometry, wavelength=wavelength)
@@ -127,22 +174,28 @@ class XpcsStep:
         return self._partitions[wavelength]
 
     def __call__(self, chunk: Mapping[str, Any], out: Path, *, config_hash: str, config_json: str) -> int:
-        """Correlate the whole scan of ``chunk`` into ``out``; return the frame count."""
+        """Correlate the whole scan of ``chunk`` into ``out``; return the frame count. Under
+        ``engine=auto`` a device that fails mid-scan hands the scan (and the next) to numpy."""
+        try:
+            return self._correlate(chunk, out, config_hash=config_hash, config_json=config_json)
+        except EngineUnavailable as exc:
+            if self.engine != "auto" or self.context is None:
+                raise
+            log.warning("engine auto: the OpenCL correlator failed (%s); correlating with numpy from now on", exc)
+            self.context, self.engine_used = None, NUMPY
+            return self._correlate(chunk, out, config_hash=config_hash, config_json=config_json)
+
+    def _correlate(self, chunk: Mapping[str, Any], out: Path, *, config_hash: str, config_json: str) -> int:
         dataset, scan, detector = str(chunk["dataset"]), str(chunk["scan"]), str(chunk["detector"])
         start, stop = int(chunk["start"]), int(chunk["stop"])
-        wavelength = self.geometry.wavelength
-        if wavelength is None and chunk.get("energy_kev"):
-            wavelength = bliss.HC_KEV_ANGSTROM / float(chunk["energy_kev"]) * 1e-10
-        if wavelength is None:
-            raise IntegrationError(f"{dataset} scan {scan}: the PONI has no wavelength and the scan no "
-                                   "monochromator energy: q cannot be computed")
-        partition = self._partition_for(wavelength)
+        partition = self.chunk_partition(chunk)
+        wavelength = self.geometry.wavelength if self.geometry.wavelength is not None else self._wavelength(chunk)
         frame_time, count_time, source, start_time = scan_timing(dataset, scan, detector)
         if self.cfg.get("frame_time"):
             frame_time, source = float(self.cfg["frame_time"]), "reduction.frame_time"
         pixels, static_index = partition.pixels, partition.static_index
         n = stop - start
-        mt = MultiTau(static_index, partition.n_static, n, self.dpl)
+        mt = self.correlator(static_index, partition.n_static, n)
         pixel_count = np.bincount(static_index, minlength=partition.n_static).astype(np.float64)
         tt = self._twotime_spec(n, dataset, scan)
         tt_cols, series = self._twotime_columns(partition, tt)
@@ -194,13 +247,12 @@ class XpcsStep:
         cols = np.flatnonzero(np.isin(dyn, tt.q_bins))
         return cols, np.zeros((tt.stop - tt.start, len(cols)), dtype=np.float32)
 
-    @staticmethod
-    def _tiles(partition: QPartition, tt: TwoTimeSpec, cols: np.ndarray,
+    def _tiles(self, partition: QPartition, tt: TwoTimeSpec, cols: np.ndarray,
                series: np.ndarray) -> Iterator[tuple[int, int, int, int, int, np.ndarray]]:
         dyn = partition.dynamic_map.ravel()[partition.pixels][cols]
         for b, q_bin in enumerate(tt.q_bins):
-            x = series[:, dyn == q_bin]
+            x = np.ascontiguousarray(series[:, dyn == q_bin])
             if not x.shape[1]:
                 continue  # an empty bin stays NaN
-            for i0, i1, j0, j1, c in twotime_tiles(x):
+            for i0, i1, j0, j1, c in twotime_tiles(x, product=self.twotime_product(x)):
                 yield b, i0, i1, j0, j1, c

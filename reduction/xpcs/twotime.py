@@ -13,11 +13,11 @@ float32) and one tile² block at a time; the N² result is written tile by tile 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
-__all__ = ["normalise_frames", "twotime_tiles", "TILE"]
+__all__ = ["normalise_frames", "twotime_tiles", "TILE", "Product"]
 
 #: Frames per side of a tile of C (a 2048² float64 product block is 32 MiB).
 TILE = 2048
@@ -36,10 +36,21 @@ def normalise_frames(block: np.ndarray, static_index: np.ndarray, static_sum: np
     return (block / mean[:, static_index]).astype(np.float32)
 
 
-def twotime_tiles(x: np.ndarray, tile: int = TILE) -> Iterator[tuple[int, int, int, int, np.ndarray]]:
+Product = Callable[[int, int, int, int], np.ndarray]
+
+
+def _numpy_product(x: np.ndarray) -> Product:
+    """``x[i0:i1] @ x[j0:j1].T`` in float64 (BLAS)."""
+    return lambda i0, i1, j0, j1: x[i0:i1].astype(np.float64) @ x[j0:j1].T.astype(np.float64)
+
+
+def twotime_tiles(x: np.ndarray, tile: int = TILE, product: Product | None = None,
+                  ) -> Iterator[tuple[int, int, int, int, np.ndarray]]:
     """Yield ``(i0, i1, j0, j1, C[i0:i1, j0:j1])`` for the tiles on and above the diagonal of the
     two-time matrix of the series ``x`` (frames, pixels), float32; in a diagonal tile the entries
-    below the diagonal are NaN."""
+    below the diagonal are NaN. ``product(i0, i1, j0, j1)``: the raw float64 product of two blocks
+    of frames (numpy's by default; the OpenCL one from :mod:`reduction.xpcs.opencl`)."""
+    product = product or _numpy_product(x)
     n_frames, npix = x.shape
     total = x.sum(axis=1, dtype=np.float64)
     total[total <= 0] = 1.0
@@ -48,7 +59,7 @@ def twotime_tiles(x: np.ndarray, tile: int = TILE) -> Iterator[tuple[int, int, i
         i1 = min(i0 + tile, n_frames)
         for j0 in range(i0, n_frames, tile):
             j1 = min(j0 + tile, n_frames)
-            c = x[i0:i1].astype(np.float64) @ x[j0:j1].T.astype(np.float64)
+            c = product(i0, i1, j0, j1)
             c *= npix * inv[i0:i1, None] * inv[None, j0:j1]
             if i0 == j0:
                 c[np.tril_indices(i1 - i0, -1, j1 - j0)] = np.nan
