@@ -260,9 +260,12 @@ class Kind:
     def merged_chunks(self, master: Path) -> set[str]:
         """The ids of the chunks the master file ``master`` holds (``status`` compares them with the
         finished chunks to tell a stale master). Raises XReduceError naming the file when it cannot be
-        read. A kind whose merge writes chunk tables (:func:`reduction.io.merge.write_chunk_table`)
-        returns :func:`reduction.io.merge.merged_chunk_ids`; without it, only the file's age is checked."""
-        raise NotImplementedError
+        read. Default: the ids in the master's chunk tables, as every kind whose merge writes them with
+        :func:`reduction.io.merge.write_chunk_table` has them; a kind without them raises
+        NotImplementedError, and status then checks only the file's age."""
+        from .io.merge import merged_chunk_ids
+
+        return merged_chunk_ids(master)
 
     def selftest(self, device: str = "auto", require: Sequence[str] = ()) -> SelfTest:
         """Known-answer checks that this kind works on this machine. ``device``: the engine device to

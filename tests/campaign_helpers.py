@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -18,7 +19,7 @@ import pytest
 from reduction.demo.bliss_writer import write_demo_experiment
 
 __all__ = ["small_experiment", "campaign_overrides", "intensities", "submission", "require_slurm_cluster",
-           "job_state", "wait_for", "plugin_distribution", "plugin_env"]
+           "job_state", "wait_for", "plugin_distribution", "plugin_env", "bench_rates"]
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -95,3 +96,13 @@ def plugin_env(*folders: Path, **extra: str) -> dict[str, str]:
     inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     path = [str(f) for f in folders] + [str(REPO)] + inherited
     return {**os.environ, "PYTHONPATH": os.pathsep.join(path), **extra}
+
+
+def bench_rates(text: str, stages: tuple[str, ...]) -> dict[str, tuple[int, float]]:
+    """stage → (frames, frames/s) from the table `xreduce bench` prints."""
+    rows = {}
+    for stage in stages:
+        match = re.search(rf"^{re.escape(stage)}\s+(\d+)\s+[\d.]+\s+([\d.]+)\s", text, re.M)
+        assert match, f"no row {stage!r} in:\n{text}"
+        rows[stage] = (int(match[1]), float(match[2]))
+    return rows

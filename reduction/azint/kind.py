@@ -64,11 +64,6 @@ class AzintKind(Kind):
 
         nexus.import_plotting()
 
-    def merged_chunks(self, master: Path) -> set[str]:
-        from reduction.io.merge import merged_chunk_ids
-
-        return merged_chunk_ids(master)
-
     def selftest(self, device: str = "auto", require: Sequence[str] = ()) -> SelfTest:
         from .selftest import run_selftest
 

@@ -44,11 +44,6 @@ class SumKind(Kind):
 
         write_preview(master, png)
 
-    def merged_chunks(self, master: Path) -> set[str]:
-        from reduction.io.merge import merged_chunk_ids
-
-        return merged_chunk_ids(master)
-
     def selftest(self, device: str = "auto", require: Sequence[str] = ()) -> SelfTest:
         from .selftest import run_selftest
 

@@ -47,11 +47,6 @@ class XpcsKind(Kind):
         assert isinstance(step, XpcsStep), f"{self.name}: a step of another kind ({type(step).__name__})"
         return bench_step(step, chunk, workdir)
 
-    def merged_chunks(self, master: Path) -> set[str]:
-        from reduction.io.merge import merged_chunk_ids
-
-        return merged_chunk_ids(master)
-
     def selftest(self, device: str = "auto", require: Sequence[str] = ()) -> SelfTest:
         from .selftest import run_selftest
 

@@ -6,27 +6,17 @@ import re
 from pathlib import Path
 
 import pytest
+from campaign_helpers import bench_rates, campaign_overrides, small_experiment
 
 from hpc.bench import first_scan_chunk
 from hpc.cli import main
 from hpc.config import load_config
 from reduction.step import get_kind
-from tests.campaign_helpers import campaign_overrides, small_experiment
 
 
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory: pytest.TempPathFactory):
     return small_experiment(tmp_path_factory.mktemp("bench"), n_datasets=1, n_scans=2, n_frames=12)
-
-
-def _rates(text: str) -> dict[str, tuple[int, float]]:
-    """stage → (frames, frames/s) from the printed table."""
-    rows = {}
-    for stage in ("read+decompress", "kernel, first call", "kernel", "end to end"):
-        match = re.search(rf"^{re.escape(stage)}\s+(\d+)\s+[\d.]+\s+([\d.]+)\s", text, re.M)
-        assert match, f"no row {stage!r} in:\n{text}"
-        rows[stage] = (int(match[1]), float(match[2]))
-    return rows
 
 
 def test_bench_prints_the_stage_rates_and_the_bound(experiment, tmp_path: Path, capsys) -> None:
@@ -35,7 +25,7 @@ def test_bench_prints_the_stage_rates_and_the_bound(experiment, tmp_path: Path, 
                  "--frames", "8"])
     text = capsys.readouterr().out
     assert code == 0, text
-    rates = _rates(text)
+    rates = bench_rates(text, ("read+decompress", "kernel, first call", "kernel", "end to end"))
     assert rates["read+decompress"][0] == 8 and rates["end to end"][0] == 8  # the first 8 frames of scan 1.1
     assert rates["kernel, first call"][0] == 8 and rates["kernel"][0] == 3 * 8  # 3 calls on one 8-frame block
     assert "scan 1.1, frames [0, 8) of 12" in text and "engine: numpy" in text

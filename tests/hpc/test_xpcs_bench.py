@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from campaign_helpers import bench_rates
 
 from hpc.cli import main
 from reduction.azint.detectors import Detector
@@ -28,15 +29,6 @@ def experiment(tmp_path_factory) -> Path:
     return root
 
 
-def _rates(text: str, stages: tuple[str, ...]) -> dict[str, tuple[int, float]]:
-    rows = {}
-    for stage in stages:
-        match = re.search(rf"^{re.escape(stage)}\s+(\d+)\s+[\d.]+\s+([\d.]+)\s", text, re.M)
-        assert match, f"no row {stage!r} in:\n{text}"
-        rows[stage] = (int(match[1]), float(match[2]))
-    return rows
-
-
 @pytest.mark.parametrize("engine", ["numpy", pytest.param("opencl", marks=pytest.mark.opencl)])
 def test_bench_prints_the_correlator_stages_and_the_bound(experiment, tmp_path, capsys, engine: str) -> None:
     out = tmp_path / "out"
@@ -46,7 +38,7 @@ def test_bench_prints_the_correlator_stages_and_the_bound(experiment, tmp_path, 
                  "reduction.twotime.enabled=true", f"campaign.output={out}", "--frames", "200"])
     text = capsys.readouterr().out
     assert code == 0, text
-    rates = _rates(text, ("correlator, first call", "read+decompress", "correlator", "two-time", "end to end"))
+    rates = bench_rates(text, ("correlator, first call", "read+decompress", "correlator", "two-time", "end to end"))
     assert rates["read+decompress"][0] == 200 and rates["end to end"][0] == 200 and rates["two-time"][0] == 200
     assert rates["correlator"][0] == 400  # two passes over the 200 frames (at least 256 frames timed)
     assert "frames [0, 200) of 300" in text
