@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from .errors import XReduceError
+from .io import MERGE_MODES
 from .io.files import atomic_output, remove_temporaries
 from .io.process import call
 
@@ -38,8 +39,7 @@ __all__ = ["MISSING", "MERGE_MODES", "KeyRule", "key", "rules", "ReductionConfig
            "FAILED", "ENTRY_POINT_GROUP", "kinds", "reload_kinds", "get_kind", "broken_kinds", "atomic_output",
            "call", "UnknownKind", "remove_temporaries", "Problem"]
 
-#: How a kind's merge writes per-frame data: virtual datasets over the chunk files, or a self-contained copy.
-MERGE_MODES = ("vds", "copy")
+
 #: OmegaConf's marker of a mandatory value (``???`` in YAML).
 MISSING: Any = "???"
 #: Entry-point group where installed packages register reduction kinds.

@@ -22,7 +22,7 @@ import h5py
 import numpy as np
 
 from reduction.errors import OutputError
-from reduction.step import MERGE_MODES
+from reduction.io import MERGE_MODES
 
 from .files import atomic_output, reserve_space, written_as
 from .nexus import PROGRAM, now, nx_group, open_readonly, relative_name, str_array, vds_source_name
