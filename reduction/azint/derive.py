@@ -362,13 +362,13 @@ def sum_master(source: Path | str, out: Path | str, *, entries: Sequence[str] | 
             entry["title"] = f"{what} of {', '.join(ranges)}"
         skipped = sum(s.stop - s.start for s in selections) - n
         operation = (f"{what} of {n} frames ({', '.join(ranges)}" +
-                     (f"; {skipped} frames without a result left out)" if skipped else ")"))
+                     (f"; {skipped} frames without a result left out)" if skipped else ")") +
+                     ("; monitor/data is the " + what + " of their monitor" if monitor is not None else ""))
         _reduction(entry, [s.entry for s in selections], source, operation,
                    {"frames": str_array(ranges), "frames_used": np.int64(n)})
         if monitor is not None:
             group = nx_group(entry, "monitor", "NXmonitor")
-            group["data"] = np.array([monitor / n if mean else monitor])
-            group["data"].attrs["long_name"] = f"{what} of the monitor over the frames used"
+            group["data"] = np.array([monitor / n if mean else monitor])  # the {what} of the frames' monitor
         radial = src["data/radial_axis_edges"][()]
         azimuthal = src["data/azimuthal_axis_edges"][()] if "azimuthal_axis_edges" in src["data"] else None
         data, acc = _data(entry, src, 1, result.signal.shape[1:], radial, azimuthal, result.variance is not None)
