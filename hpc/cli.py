@@ -70,6 +70,27 @@ def _parser() -> argparse.ArgumentParser:
                        help="frames of the first scan to use (default 128, or the whole scan if shorter)")
     sub.add_parser("merge", parents=[configured], help="(re)build the master files from finished chunks",
                    description="(Re)build the master NeXus files from the finished chunks.")
+    derived = argparse.ArgumentParser(add_help=False, parents=[common])
+    derived.add_argument("master", metavar="MASTER", type=Path, help="an NXazint master file written by xreduce")
+    derived.add_argument("--entries", metavar="NAMES", help="comma-separated entry names (default: every entry)")
+    derived.add_argument("-o", "--output", metavar="PATH", type=Path, help="the new master file (default: beside "
+                         "MASTER, named after it)")
+    derived.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+    rebin = sub.add_parser("rebin", parents=[derived], help="re-bin a master's results to a coarser grid",
+                           description="Merge adjacent bins of a master's entries from their stored accumulators "
+                                       "(never the raw data) into a new master: I = sum(signal)/sum(normalization), "
+                                       "sigma = sqrt(sum(variance))/sum(normalization). See docs/output.md.")
+    rebin.add_argument("--factor", metavar="K", type=int, default=1, help="radial bins merged (must divide them)")
+    rebin.add_argument("--azimuthal-factor", metavar="K", type=int, default=1,
+                       help="azimuthal bins merged (2-D entries; must divide them)")
+    summed = sub.add_parser("sum", parents=[derived], help="sum or average frames of a master's entries",
+                            description="Sum (or average) frames of a master's entries from their stored "
+                                        "accumulators (never the raw data) into a new master, sigma propagated; "
+                                        "one entry per source entry, or one for all with --combine. See "
+                                        "docs/output.md.")
+    summed.add_argument("--frames", metavar="A:B", help="frames A to B-1 of each entry (default: all)")
+    summed.add_argument("--mean", action="store_true", help="the mean of the frames instead of their sum")
+    summed.add_argument("--combine", metavar="NAME", help="sum all selected entries together into one entry NAME")
     demo = sub.add_parser("demo", parents=[common], help="reduce a small synthetic experiment locally",
                           description="Generate a small synthetic experiment in the BLISS layout, reduce it "
                                       "locally and print where the results and a preview are.")
@@ -152,11 +173,24 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _commands().status(target, as_json=args.json)
     if args.command == "demo":
         return _commands().demo(args.out)
+    if args.command in ("rebin", "sum"):
+        return _derived(args)
     if args.command == "selftest":
         return _selftest(args)
     if args.command == "worker":
         return _commands().worker(args.plan, args.group, merge_only=args.merge, mpi=args.mpi)
     raise AssertionError(f"unhandled command {args.command}")
+
+
+def _derived(args: argparse.Namespace) -> int:
+    """``rebin`` / ``sum``: work on a master file, no config."""
+    from . import derived
+
+    if args.command == "rebin":
+        return derived.rebin(args.master, factor=args.factor, azimuthal_factor=args.azimuthal_factor,
+                             entries=args.entries, output=args.output, overwrite=args.overwrite)
+    return derived.sum_frames(args.master, entries=args.entries, frames=args.frames, mean=args.mean,
+                              combine=args.combine, output=args.output, overwrite=args.overwrite)
 
 
 def _selftest(args: argparse.Namespace) -> int:

@@ -406,7 +406,22 @@ def merge_plan(current: Plan, states: list[ChunkState] | None = None, mode: str 
             _say(f"master: {master} not written: {exc}")
             continue
         _say(f"master: {master}\npreview: {preview}")
+        incomplete |= _export(kind, master, current.config.get("merge", {}))
     return 1 if incomplete else 0
+
+
+def _export(kind: Any, master: Path, merge_config: dict[str, Any]) -> bool:
+    """``merge.export``: the kind's ASCII files in ``<master stem>_export/``; True when that failed."""
+    if not merge_config.get("export"):
+        return False
+    try:
+        files = kind.export(master, master.with_name(f"{master.stem}_export"), list(merge_config["export"]),
+                            merge_config.get("export_frames", "sum"))
+    except XReduceError as exc:
+        _say(f"export: {master}: {exc}")
+        return True
+    _say(f"export: {len(files)} files in {master.with_name(master.stem + '_export')}")
+    return False
 
 
 def _masters(current: Plan, states: list[ChunkState]) -> list[dict[str, str]]:

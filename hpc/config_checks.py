@@ -21,7 +21,7 @@ from typing import Any, cast
 from omegaconf import DictConfig, OmegaConf
 
 from reduction.errors import XReduceError
-from reduction.step import get_kind, rules
+from reduction.step import EXPORT_FORMATS, EXPORT_FRAMES, get_kind, rules
 
 from .config_errors import _did_you_mean, _example
 from .config_schema import MERGE_MODES
@@ -94,6 +94,17 @@ def _choice(options: tuple[Any, ...]) -> _Check:
             shown = ", ".join("null" if o is None else str(o) for o in options)
             raise ConfigError(f"{key}={value!r} is not allowed{_did_you_mean(str(value), options)}; "
                               f"allowed: {shown}")
+        return _UNCHANGED
+    return check
+
+
+def _choices(options: tuple[Any, ...]) -> _Check:
+    """A list whose every item is one of ``options``."""
+    one = _choice(options)
+
+    def check(key: str, value: Any, check_paths: bool) -> Any:
+        for item in value or []:
+            one(key, item, check_paths)
         return _UNCHANGED
     return check
 
@@ -330,4 +341,6 @@ _CHECKS: list[tuple[str, _Check]] = [
     ("backend.max_array_size", _optional_positive),
     ("partition.frames_per_chunk", _positive),
     ("merge.mode", _choice(MERGE_MODES)),
+    ("merge.export", _choices(EXPORT_FORMATS)),
+    ("merge.export_frames", _choice(EXPORT_FRAMES)),
 ]

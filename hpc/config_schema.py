@@ -152,6 +152,8 @@ class MergeConfig:
     """``merge``: how chunk files become one master file per experiment."""
 
     mode: str = "vds"                       # vds: virtual datasets to the chunk files; copy: self-contained
+    export: list[str] = field(default_factory=list)   # ASCII files per scan beside the master: xye, dat
+    export_frames: str = "sum"              # export the sum of each scan's frames, or each frame
 
 
 @dataclass

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 __all__ = ["XReduceError", "GeometryError", "IntegrationError", "RawDataError", "ScanLayoutError", "RawDataPending",
-           "OutputError", "EngineUnavailable"]
+           "OutputError", "InputError", "EngineUnavailable"]
 
 
 class XReduceError(Exception):
@@ -54,6 +54,12 @@ class RawDataPending(RawDataError):
 
 class OutputError(XReduceError):
     """A result file (chunk or master) cannot be written or is not what it claims to be."""
+
+
+class InputError(XReduceError):
+    """A file or option given to a command that works on results (``xreduce rebin`` / ``sum``) is not
+    what it needs: not a master file, no such entry, a factor that does not divide the bins. The
+    command line reports it as a usage error (exit 2)."""
 
 
 class EngineUnavailable(XReduceError):

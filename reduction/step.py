@@ -34,12 +34,16 @@ from .io import MERGE_MODES
 from .io.files import atomic_output, remove_temporaries
 from .io.process import call
 
-__all__ = ["MISSING", "MERGE_MODES", "KeyRule", "key", "rules", "ReductionConfig", "Step", "Kind", "ScanInfo",
+__all__ = ["MISSING", "MERGE_MODES", "EXPORT_FORMATS", "EXPORT_FRAMES", "master_kind",
+           "KeyRule", "key", "rules", "ReductionConfig", "Step", "Kind", "ScanInfo",
            "MasterEntry", "MergeReport", "StageRate", "BenchReport", "SelfCheck", "SelfTest", "OK", "UNAVAILABLE",
            "FAILED", "ENTRY_POINT_GROUP", "kinds", "reload_kinds", "get_kind", "broken_kinds", "atomic_output",
            "call", "UnknownKind", "remove_temporaries", "Problem"]
 
 
+#: ASCII formats a kind may export at merge time (``merge.export``), and which frames (``merge.export_frames``).
+EXPORT_FORMATS = ("xye", "dat")
+EXPORT_FRAMES = ("sum", "each")
 #: OmegaConf's marker of a mandatory value (``???`` in YAML).
 MISSING: Any = "???"
 #: Entry-point group where installed packages register reduction kinds.
@@ -218,6 +222,8 @@ class Kind:
     name: ClassVar[str] = ""
     schema: ClassVar[type] = ReductionConfig
     whole_scan: ClassVar[bool] = False
+    #: the NeXus application definitions of the entries its merge writes (how a master file's kind is known)
+    definitions: ClassVar[tuple[str, ...]] = ()
 
     # -- partitioning
     def partition(self, nframes: int, frames_per_chunk: int) -> list[tuple[int, int]]:
@@ -266,6 +272,26 @@ class Kind:
         from .io.merge import merged_chunk_ids
 
         return merged_chunk_ids(master)
+
+    # -- working on master files (results, never the raw data)
+    def export(self, master: Path, folder: Path, formats: Sequence[str], frames: str = "sum") -> list[Path]:
+        """Write the master's results as ASCII files (``formats`` from :data:`EXPORT_FORMATS`) in
+        ``folder``, the sum of each scan's frames or every frame (``frames``: :data:`EXPORT_FRAMES`),
+        each file atomically; returns the files. Default: not supported by this kind."""
+        raise XReduceError(f"merge.export: ASCII export is not supported for reduction kind {self.name!r}")
+
+    def rebin(self, master: Path, out: Path, *, factor: int, azimuthal_factor: int = 1,
+              entries: Sequence[str] | None = None, overwrite: bool = False) -> Path:
+        """Write ``out``, a new master with ``factor`` adjacent (radial) bins merged, from the results
+        stored in ``master``; returns ``out``. Default: not supported by this kind."""
+        raise XReduceError(f"xreduce rebin is not supported for reduction kind {self.name!r}")
+
+    def sum_frames(self, master: Path, out: Path, *, entries: Sequence[str] | None = None, frames: str | None = None,
+                   mean: bool = False, combine: str | None = None, overwrite: bool = False) -> Path:
+        """Write ``out``, a new master holding the sum (or ``mean``) of frames ``frames`` ("A:B") of each
+        entry, or with ``combine`` of all the entries together, from the results stored in ``master``;
+        returns ``out``. Default: not supported by this kind."""
+        raise XReduceError(f"xreduce sum is not supported for reduction kind {self.name!r}")
 
     def selftest(self, device: str = "auto", require: Sequence[str] = ()) -> SelfTest:
         """Known-answer checks that this kind works on this machine. ``device``: the engine device to
@@ -379,6 +405,29 @@ def broken_kinds() -> dict[str, str]:
     """Registered kinds that could not be loaded, with the reason."""
     kinds()
     return dict(_BROKEN)
+
+
+def master_kind(path: Path) -> Kind:
+    """The kind whose merge writes the entries of the master file ``path`` (by their NeXus
+    ``definition``, :attr:`Kind.definitions`); InputError naming the file otherwise."""
+    import h5py
+
+    from .errors import InputError
+    from .io.nexus import attr_value, open_readonly
+
+    if not Path(path).is_file():
+        raise InputError(f"{path}: no such file")
+    try:
+        with open_readonly(path) as f:
+            found = {str(attr_value(g["definition"][()])) for g in f.values()
+                     if isinstance(g, h5py.Group) and "definition" in g}
+    except OSError as exc:
+        raise InputError(f"{path} is not an HDF5 file: {exc}") from None
+    for kind in kinds().values():
+        if found & set(kind.definitions):
+            return kind
+    raise InputError(f"{path} is not a master file of xreduce: no entry with a definition any kind writes "
+                     f"(found {', '.join(sorted(found)) or 'none'})")
 
 
 def get_kind(name: str) -> Kind:

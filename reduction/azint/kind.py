@@ -64,6 +64,25 @@ class AzintKind(Kind):
 
         nexus.import_plotting()
 
+    def export(self, master: Path, folder: Path, formats: Sequence[str], frames: str = "sum") -> list[Path]:
+        from .export import export_master
+
+        return export_master(master, folder, formats, frames)
+
+    def rebin(self, master: Path, out: Path, *, factor: int, azimuthal_factor: int = 1,
+              entries: Sequence[str] | None = None, overwrite: bool = False) -> Path:
+        from .derive import rebin_master
+
+        return rebin_master(master, out, factor=factor, azimuthal_factor=azimuthal_factor, entries=entries,
+                            overwrite=overwrite)
+
+    def sum_frames(self, master: Path, out: Path, *, entries: Sequence[str] | None = None, frames: str | None = None,
+                   mean: bool = False, combine: str | None = None, overwrite: bool = False) -> Path:
+        from .derive import sum_master
+
+        return sum_master(master, out, entries=entries, frames=frames, mean=mean, combine=combine,
+                          overwrite=overwrite)
+
     def selftest(self, device: str = "auto", require: Sequence[str] = ()) -> SelfTest:
         from .selftest import run_selftest
 
@@ -73,11 +92,13 @@ class AzintKind(Kind):
 class Azint1d(AzintKind):
     name = "azint1d"
     schema = Azint1dConfig
+    definitions = ("NXazint1d",)
 
 
 class Azint2d(AzintKind):
     name = "azint2d"
     schema = Azint2dConfig
+    definitions = ("NXazint2d",)
 
 
 AZINT1D = Azint1d()
