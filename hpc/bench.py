@@ -30,7 +30,7 @@ def first_scan_chunk(cfg: Any, frames: int) -> Chunk:
     skipped: list[str] = []
     for dataset in map(str, kind.datasets(camp.raw_data, list(camp.datasets) if camp.datasets else None)):
         try:
-            scans = kind.scans(dataset, camp.detector, camp.monitor, camp.scans)
+            scans = kind.scans(dataset, camp.detector, camp.monitor, camp.scans, camp.frame_band)
         except XReduceError as exc:
             skipped.append(f"{dataset}: {exc}")
             continue

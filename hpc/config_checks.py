@@ -21,7 +21,7 @@ from typing import Any, cast
 from omegaconf import DictConfig, OmegaConf
 
 from reduction.errors import XReduceError
-from reduction.step import EXPORT_FORMATS, EXPORT_FRAMES, get_kind, rules
+from reduction.step import EXPORT_FORMATS, EXPORT_FRAMES, get_kind, parse_frame_band, rules
 
 from .config_errors import _did_you_mean, _example
 from .config_schema import MERGE_MODES
@@ -165,6 +165,14 @@ def _globs(key: str, value: list[str] | None, check_paths: bool) -> Any:
 
 
 
+def _frame_band(key: str, value: Any, check_paths: bool) -> Any:
+    """``all``, ``sum`` or a band index (:func:`reduction.step.parse_frame_band`), normalised: ``"2"`` → 2."""
+    try:
+        return parse_frame_band(value)
+    except ValueError as err:
+        raise ConfigError(f"{key}={value!r}: {str(err).removeprefix(f'{value!r} ')}") from None
+
+
 def _absolute(path: str) -> Path:
     return Path(os.path.normpath(Path(path).expanduser().absolute()))
 
@@ -258,7 +266,7 @@ def _first_finished_scans(kind: Any, camp: Any, datasets_tried: int = 3, scans: 
         return None
     for dataset in map(str, datasets[:datasets_tried]):
         try:
-            found = kind.scans(dataset, camp.detector, camp.monitor, camp.scans)
+            found = kind.scans(dataset, camp.detector, camp.monitor, camp.scans, camp.frame_band)
         except XReduceError:
             continue
         finished = [s for s in found if s.finished][:scans]
@@ -322,6 +330,7 @@ _CHECKS: list[tuple[str, _Check]] = [
     ("campaign.datasets", _globs),
     ("campaign.detector", _text),
     ("campaign.monitor", _text),
+    ("campaign.frame_band", _frame_band),
     ("campaign.output", _output),
     ("backend.workers", _positive),
     ("backend.time", _slurm_time),

@@ -29,7 +29,9 @@ def config_hash(cfg: Config) -> str:
     ``hashed=False``, such as ``engine`` and ``device``), the *content* of the input files it marks
     ``input_file`` (PONI, mask, dark, flat: not their paths, so editing a file in place changes the
     hash, moving it does not), and ``campaign.detector`` / ``campaign.monitor`` (they choose the frames and their
-    normalisation). Not the backend, partition, merge or campaign output.
+    normalisation), and ``campaign.frame_band`` when it is not the default ``all`` (so the hash of every
+    config that does not set it is what it was before the key existed). Not the backend, partition, merge or
+    campaign output.
     """
     reduction = to_dict(cfg)["reduction"]
     for key, rule in rules(get_kind(cfg.reduction.kind).schema).items():
@@ -40,6 +42,9 @@ def config_hash(cfg: Config) -> str:
             reduction[key] = {"sha256": _file_digest(key, file), "dataset": inner or None}
     payload = {"format": "xreduce-config-hash-1", "reduction": reduction,
                "detector": cfg.campaign.detector, "monitor": cfg.campaign.monitor}
+    frame_band = getattr(cfg.campaign, "frame_band", "all")
+    if frame_band != "all":
+        payload["frame_band"] = frame_band
     return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -47,6 +48,7 @@ class CampaignConfig:
     scans: str = "all"                      # "all" or scans: "1-20,25", "40-", "3.2" (reduction.io.bliss syntax)
     detector: str = MISSING                 # dataset name under /<scan>/measurement/
     monitor: str | None = None           # counter under measurement/ dividing each frame, or null
+    frame_band: Any = "all"                 # rank-4 detectors (points, band, ny, nx): all | sum | a band index
     output: str | None = None            # null: PROCESSED_DATA/xreduce/<name> beside RAW_DATA
 
 

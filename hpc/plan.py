@@ -60,6 +60,7 @@ class Chunk:
     nframes_scan: int
     energy_kev: float | None = None
     problem: str | None = None  # set when the scan cannot be reduced: the chunk fails with this reason
+    frame_band: int | str = "all"  # campaign.frame_band: which frames of a rank-4 detector dataset
 
     @property
     def nframes(self) -> int:
@@ -123,7 +124,7 @@ def make_plan(cfg: Any, config_hash: str, config: dict[str, Any]) -> Plan:
     for dataset in map(str, datasets):
         experiment = kind.experiment(dataset) or camp.name
         try:
-            scans = kind.scans(dataset, camp.detector, camp.monitor, camp.scans)
+            scans = kind.scans(dataset, camp.detector, camp.monitor, camp.scans, camp.frame_band)
         except RawDataPending as exc:  # BLISS is creating the file right now: try again next run
             pending.append({"dataset": dataset, "scan": "*", "reason": f"master file being written: {exc}"})
             continue
@@ -134,7 +135,7 @@ def make_plan(cfg: Any, config_hash: str, config: dict[str, Any]) -> Plan:
             continue
         for scan in scans:
             base = dict(dataset=dataset, experiment=experiment, scan=scan.scan, detector=camp.detector,
-                        monitor=camp.monitor, energy_kev=scan.energy_kev)
+                        monitor=camp.monitor, energy_kev=scan.energy_kev, frame_band=camp.frame_band)
             if not scan.finished:
                 pending.append({"dataset": dataset, "scan": scan.scan, "reason": "no end_time: still running"})
                 continue

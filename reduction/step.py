@@ -17,7 +17,8 @@ so a third-party kind is one package and one registration::
 ``hpc`` imports from ``reduction`` only this module, :mod:`reduction.errors` and the demo writer;
 this module also hands on the two helpers both sides use for the files and programs they share:
 :func:`atomic_output` (write, flush, rename into place), :func:`remove_temporaries` (what writers that
-died left behind) and :func:`call` (run a program, errors named).
+died left behind) and :func:`call` (run a program, errors named), and :func:`parse_frame_band`, the
+one reading of ``campaign.frame_band``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from .errors import XReduceError
 from .io import MERGE_MODES
+from .io.bands import parse_frame_band
 from .io.files import atomic_output, remove_temporaries
 from .io.process import call
 
@@ -38,7 +40,7 @@ __all__ = ["MISSING", "MERGE_MODES", "EXPORT_FORMATS", "EXPORT_FRAMES", "master_
            "KeyRule", "key", "rules", "ReductionConfig", "Step", "Kind", "ScanInfo",
            "MasterEntry", "MergeReport", "StageRate", "BenchReport", "SelfCheck", "SelfTest", "OK", "UNAVAILABLE",
            "FAILED", "ENTRY_POINT_GROUP", "kinds", "reload_kinds", "get_kind", "broken_kinds", "atomic_output",
-           "call", "UnknownKind", "remove_temporaries", "Problem"]
+           "call", "UnknownKind", "remove_temporaries", "Problem", "parse_frame_band"]
 
 
 #: ASCII formats a kind may export at merge time (``merge.export``), and which frames (``merge.export_frames``).
@@ -108,7 +110,7 @@ class Step(Protocol):
     stages: dict[str, float]
 
     def __call__(self, chunk: Mapping[str, Any], out: Path, *, config_hash: str, config_json: str) -> int:
-        """Reduce ``chunk`` (a plan entry: id, dataset, scan, detector, monitor, start, stop, energy_kev;
+        """Reduce ``chunk`` (a plan entry: id, dataset, scan, detector, monitor, frame_band, start, stop, energy_kev;
         never one of a scan planning found unreadable: those fail before) into the chunk file ``out``,
         renamed into place only when complete (:func:`atomic_output`); return the number of frames
         reduced. Raise on failure: the caller records the error."""
@@ -326,12 +328,15 @@ class Kind:
 
         return bliss.experiment_of(dataset)
 
-    def scans(self, dataset: str, detector: str, monitor: str | None, selection: str) -> list[ScanInfo]:
-        """The selected scans of a dataset, from metadata. Raises XReduceError when the file cannot be read."""
+    def scans(self, dataset: str, detector: str, monitor: str | None, selection: str,
+              frame_band: int | str = "all") -> list[ScanInfo]:
+        """The selected scans of a dataset, from metadata, with their frames counted as ``frame_band``
+        says (``campaign.frame_band``: rank-4 detector datasets, :mod:`reduction.io.bands`). Raises
+        XReduceError when the file cannot be read."""
         from .io import bliss
 
         return [ScanInfo(s.scan, s.finished, s.nframes, s.energy_kev, s.problem)
-                for s in bliss.read_scans(dataset, detector, monitor, selection)]
+                for s in bliss.read_scans(dataset, detector, monitor, selection, frame_band)]
 
     def check_scans(self, selection: str) -> None:
         """Raise ValueError naming the problem when ``selection`` is not a valid scan selection."""

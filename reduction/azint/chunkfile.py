@@ -22,6 +22,7 @@ import h5py
 import numpy as np
 
 from reduction.errors import OutputError
+from reduction.io.bands import BANDS_GROUP, BandLayout, write_band_indices
 from reduction.io.files import PendingFile, why
 from reduction.io.merge import chunk_file_matches
 from reduction.io.nexus import attr_value, read_result
@@ -63,6 +64,7 @@ class ChunkMeta:
     flat_applied: bool  # stored as normalization_applied (NXazint's name for it)
     monitor_applied: bool
     monitor: np.ndarray | None = None  # (n,) monitor values when a monitor counter was used
+    bands: BandLayout | None = None  # a rank-4 detector dataset: which (point, band) each frame is
 
     @property
     def nframes(self) -> int:
@@ -151,6 +153,9 @@ class ChunkWriter:
         })
         if meta.monitor is not None:
             f.create_dataset("monitor", data=np.asarray(meta.monitor, dtype=np.float64))
+        if meta.bands is not None:  # root attributes too: the merge checks that a scan's chunks agree
+            f.attrs.update({"frame_band": str(meta.bands.selection), "nbands": int(meta.bands.nbands or 1)})
+            write_band_indices(f.create_group(BANDS_GROUP), meta.bands, meta.frame_start, meta.frame_stop)
 
     @property
     def tmp(self) -> Path:

@@ -24,6 +24,7 @@ Layout of one entry (``*`` = per frame, [nImg, ...])::
       reduction                   NXprocess: program, version, date, reference, note
         input                     NXparameters: config (JSON), poni, raw_file, scan, chunk_ids, ...
       monitor                     NXmonitor: data*          (when a monitor counter was used)
+      frame_bands                 NXcollection: point*, band* (rank-4 raw frames, reduction.io.bands)
       data                        NXdata @signal=I @axes @interpretation
         I*, I_errors*, radial_axis, radial_axis_edges, norm, (2-D: azimuthal_axis, azimuthal_axis_edges)
       accumulators                NXcollection: signal*, variance*, normalization*, count*
@@ -61,6 +62,7 @@ import h5py
 import numpy as np
 
 from reduction.errors import GeometryError, OutputError
+from reduction.io.bands import BANDS_GROUP, BandLayout, write_band_indices
 from reduction.io.bliss import HC_KEV_ANGSTROM
 from reduction.io.files import atomic_output, written_as
 from reduction.io.merge import (
@@ -152,7 +154,7 @@ def _check_chunk(spec: EntrySpec, start: int, stop: int, chunk_id: str | None, m
     ref = plan.ref
     if problem or ref is None:
         return problem
-    for key in ("unit", "splitting", "frame_shape", "fields", "has_monitor", *_FLAGS):
+    for key in ("unit", "splitting", "frame_shape", "fields", "has_monitor", "frame_band", "nbands", *_FLAGS):
         if meta.get(key) != ref.get(key):
             return f"chunk file has {key}={meta.get(key)!r}, other chunks of the scan {ref.get(key)!r}"
     assert plan.axes is not None
@@ -292,6 +294,9 @@ def _write_entry(f: h5py.File, plan: _EntryPlan, mode: str, master_dir: Path) ->
     if ref.get("has_monitor"):
         monitor = nx_group(entry, "monitor", "NXmonitor")
         frame_dataset(monitor, "data", spec.nframes, plan.good, "monitor", (), mode, master_dir)
+    if ref.get("nbands") is not None:  # rank-4 raw frames: the (point, band) of every frame, failed ones too
+        write_band_indices(nx_group(entry, BANDS_GROUP, "NXcollection"),
+                           BandLayout.merged(spec.nframes, int(ref["nbands"]), str(ref["frame_band"])), 0, spec.nframes)
 
     data = nx_group(entry, "data", "NXdata")
     data.attrs["signal"] = "I"

@@ -87,9 +87,12 @@ class AzintStep:
     def __call__(self, chunk: Mapping[str, Any], out: Path, *, config_hash: str, config_json: str) -> int:
         """Reduce the frames [start, stop) of the chunk's scan into ``out``; return the frame count."""
         dataset, scan, start, stop = Path(chunk["dataset"]), str(chunk["scan"]), int(chunk["start"]), int(chunk["stop"])
+        frame_band = chunk.get("frame_band", "all")
+        layout = bliss.band_layout(dataset, scan, chunk["detector"], frame_band)
         monitor = None
-        if chunk.get("monitor"):
-            monitor = np.asarray(bliss.read_counter(dataset, scan, chunk["monitor"], start, stop), dtype=np.float64)
+        if chunk.get("monitor"):  # one value per point: each frame of a point gets it
+            monitor = np.asarray(bliss.read_counter(dataset, scan, chunk["monitor"], start, stop, layout),
+                                 dtype=np.float64)
             bad = np.flatnonzero(~np.isfinite(monitor) | (monitor <= 0))
             if len(bad):
                 raise RawDataError(f"{dataset} scan {scan}: monitor '{chunk['monitor']}' is "
@@ -105,15 +108,17 @@ class AzintStep:
                          wavelength=integrator.geometry.wavelength, energy_kev=energy,
                          solid_angle_applied=bool(self.cfg.get("solid_angle", True)),
                          polarization_applied=self.cfg.get("polarization_factor") is not None,
-                         flat_applied=self.flat is not None, monitor_applied=monitor is not None, monitor=monitor)
+                         flat_applied=self.flat is not None, monitor_applied=monitor is not None, monitor=monitor,
+                         bands=layout if layout.banded else None)
         blocks = [(b, min(b + READ_BLOCK, stop)) for b in range(start, stop, READ_BLOCK)]
-        read = partial(bliss.read_frames, dataset, scan, chunk["detector"])
+        read = partial(bliss.read_frames, dataset, scan, chunk["detector"], frame_band=frame_band)
         # frames left compressed where the engine decompresses them on its device (a GPU)
         reader = bliss.read_frames_compressed if self._on_device(integrator) else bliss.read_frames
         times = StageTimes()
         with ChunkWriter(out, meta) as writer:
             with write_behind(writer.write, times) as write:  # block k-1 written, k+1 read while k is reduced
-                for b0, b1, frames in read_ahead(partial(reader, dataset, scan, chunk["detector"]), blocks, times):
+                blocks_read = partial(reader, dataset, scan, chunk["detector"], frame_band=frame_band)
+                for b0, b1, frames in read_ahead(blocks_read, blocks, times):
                     block_monitor = None if monitor is None else monitor[b0 - start:b1 - start]
                     t0 = time.perf_counter()
                     try:

@@ -56,7 +56,9 @@ class ScanSpec:
     Parameters
     ----------
     frames
-        (n, ny, nx) array; or a callable ``frames(start, stop) -> (stop - start, ny, nx)`` array,
+        (n, ny, nx) array, or (points, band, ny, nx) for a lima2 detector recording a band of frames
+        per point (:mod:`reduction.io.bands`; one chunk per frame, as lima2 writes them); or a callable
+        ``frames(start, stop) -> (stop - start, ny, nx)`` array,
         called once per lima file (set ``nframes``, ``frame_shape`` and ``dtype``); or None to
         declare the frames (``nframes``, ``frame_shape``, ``dtype``) without writing lima files.
     monitor
@@ -83,11 +85,12 @@ class ScanSpec:
     sample: str | None = None
     counters: Mapping[str, np.ndarray] = field(default_factory=dict)
 
-    def shape(self) -> tuple[int, int, int]:
-        """(nframes, ny, nx) of the scan."""
+    def shape(self) -> tuple[int, ...]:
+        """(nframes, ny, nx) of the scan, or (points, band, ny, nx)."""
         if isinstance(self.frames, np.ndarray):
-            if self.frames.ndim != 3:
-                raise XReduceError(f"ScanSpec.frames must be (n, ny, nx), got shape {self.frames.shape}")
+            if self.frames.ndim not in (3, 4):
+                raise XReduceError(f"ScanSpec.frames must be (n, ny, nx) or (points, band, ny, nx), got shape "
+                                   f"{self.frames.shape}")
             return tuple(self.frames.shape)
         if self.nframes is None or self.frame_shape is None:
             raise XReduceError("ScanSpec: give nframes and frame_shape when frames is a callable or None")
@@ -132,6 +135,11 @@ def _scan_folder(name: str) -> str:
     return f"scan{int(number):04d}" if sub == "1" else f"scan{int(number):04d}_{int(sub)}"
 
 
+def _frame_chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """One chunk per frame: (1, ny, nx), or (1, 1, ny, nx) for (points, band, ny, nx)."""
+    return (*(1,) * (len(shape) - 2), *shape[-2:])
+
+
 def _write_lima(path: Path, block: np.ndarray, detector: str, compression: dict) -> None:
     """One lima file: /entry_0000/measurement/data, one chunk per frame (as lima writes it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -140,7 +148,7 @@ def _write_lima(path: Path, block: np.ndarray, detector: str, compression: dict)
         f.attrs["creator"] = "LIMA (synthetic, xreduce.bliss_writer)"
         entry = _nx(f.create_group("entry_0000"), "NXentry")
         det = _nx(_nx(entry.create_group("instrument"), "NXinstrument").create_group(detector), "NXdetector")
-        data = det.create_dataset("data", data=block, chunks=(1, *block.shape[1:]), **compression)
+        data = det.create_dataset("data", data=block, chunks=_frame_chunks(block.shape), **compression)
         data.attrs["interpretation"] = "image"
         _nx(entry.create_group("measurement"), "NXcollection")["data"] = data  # hard link, same dataset
 
@@ -198,7 +206,8 @@ def write_dataset(path: str | os.PathLike[str], scans: Sequence[ScanSpec], *, de
 
 def _write_scan(f: h5py.File, master: Path, spec: ScanSpec, name: str, index: int, *, detector: str, lima: bool,
                 comp: dict, frames_per_file: int, monitor: str, link: str) -> None:
-    n, ny, nx = spec.shape()
+    shape = spec.shape()
+    n, row = shape[0], shape[1:]
     dtype = spec.frame_dtype()
     entry = _nx(f.create_group(name), "NXentry")
     start_time = _EPOCH + timedelta(minutes=2 * index)
@@ -218,7 +227,7 @@ def _write_scan(f: h5py.File, master: Path, spec: ScanSpec, name: str, index: in
         mono["energy"].attrs["units"] = "keV"
 
     if not lima:
-        data = det.create_dataset("data", shape=(n, ny, nx), dtype=dtype, chunks=(1, ny, nx) if n else None, **comp)
+        data = det.create_dataset("data", shape=shape, dtype=dtype, chunks=_frame_chunks(shape) if n else None, **comp)
         for b in range(0, n, frames_per_file):
             data[b:min(b + frames_per_file, n)] = spec.block(b, min(b + frames_per_file, n))
     else:
@@ -234,9 +243,9 @@ def _write_scan(f: h5py.File, master: Path, spec: ScanSpec, name: str, index: in
                                    f"{frames_per_file} per file need {len(files)}; use link='vds'")
             det["data"] = h5py.ExternalLink(f"./{files[0][2]}", "/entry_0000/measurement/data")
         else:
-            layout = h5py.VirtualLayout(shape=(n, ny, nx), dtype=dtype)
+            layout = h5py.VirtualLayout(shape=shape, dtype=dtype)
             for b0, b1, rel in files:
-                layout[b0:b1] = h5py.VirtualSource(f"./{rel}", "/entry_0000/measurement/data", shape=(b1 - b0, ny, nx))
+                layout[b0:b1] = h5py.VirtualSource(f"./{rel}", "/entry_0000/measurement/data", shape=(b1 - b0, *row))
             det.create_virtual_dataset("data", layout)
     if not (lima and link == "external"):  # an attribute on the link's target would open the lima file
         det["data"].attrs["interpretation"] = "image"

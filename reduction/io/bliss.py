@@ -7,7 +7,8 @@ subscans "1.2"), under the ESRF data policy layout::
         /1.1/title, start_time, end_time          # end_time present = scan finished
         /1.1/instrument/monochromator/energy      # keV (optional); or .../wavelength (Å)
         /1.1/measurement/<detector>               # (nframes, ny, nx): VDS / external link / plain
-        /1.1/measurement/<counter>                # (nframes,) e.g. the monitor "mon"
+                                                  #   or (points, band, ny, nx): lima2 frame bands
+        /1.1/measurement/<counter>                # (nframes,) e.g. the monitor "mon" (per point)
         scan0001/<detector>_0000.h5 ...           # lima files: /entry_0000/measurement/data
 
 This module is pure I/O: no physics, no ``hpc``. Three rules hold everywhere:
@@ -40,12 +41,13 @@ import numpy as np
 
 from reduction.errors import RawDataError, RawDataPending, XReduceError
 
+from .bands import ALL, SUM, BandLayout, FrameBand
 from .direct import CompressedFrames, read_compressed, read_direct
 
 __all__ = [
     "ScanInfo", "ScanSelection", "ScanSelectionError", "find_datasets", "read_scans", "parse_scan_selection",
     "read_frames", "read_frames_compressed", "read_counter", "frame_sources", "experiment_of", "processed_data_dir",
-    "open_raw", "HC_KEV_ANGSTROM", "missing_names",
+    "open_raw", "HC_KEV_ANGSTROM", "missing_names", "band_layout",
 ]
 
 #: h·c in keV·Å: λ[Å] = HC_KEV_ANGSTROM / E[keV].
@@ -299,6 +301,7 @@ class ScanInfo:
     energy_kev: float | None
     wavelength_m: float | None
     problem: str | None = None
+    nbands: int | None = None  # bands per point of a rank-4 detector dataset (reduction.io.bands); None: 3-D
 
 
 def _open_id(group: h5py.Group, path: str) -> Any:
@@ -401,7 +404,8 @@ def _link_problem(file: h5py.File, path: str, depth: int = 0) -> str:
     return f"{path} cannot be opened"
 
 
-def _scan_info(f: h5py.File, dataset: Path, name: str, detector: str, monitor: str | None) -> ScanInfo:
+def _scan_info(f: h5py.File, dataset: Path, name: str, detector: str, monitor: str | None,
+               frame_band: FrameBand = ALL) -> ScanInfo:
     entry = f[name]
     finished = "end_time" in entry
     title = _text(entry, "title")
@@ -422,10 +426,14 @@ def _scan_info(f: h5py.File, dataset: Path, name: str, detector: str, monitor: s
     if not isinstance(det, h5py.h5d.DatasetID):
         return ScanInfo(**info, problem=f"{where}/{detector} is a group, not a dataset of frames")
     shape = det.shape
-    if len(shape) != 3:
+    if len(shape) not in (3, 4):
         return ScanInfo(**info, problem=f"measurement/{detector} is {len(shape)}-D with shape {shape}: "
-                                        "expected (nframes, ny, nx)")
-    info.update(nframes=int(shape[0]), frame_shape=(int(shape[1]), int(shape[2])), frame_dtype=det.dtype.name)
+                                        "expected (nframes, ny, nx) or (points, band, ny, nx)")
+    layout = BandLayout.of(shape, frame_band)
+    info.update(nframes=layout.nframes, frame_shape=(int(shape[-2]), int(shape[-1])), frame_dtype=det.dtype.name,
+                nbands=layout.nbands)
+    if layout.problem():
+        return ScanInfo(**info, problem=f"{where}/{detector} {tuple(shape)}: {layout.problem()}")
     if monitor:
         mon = _open_id(meas, monitor)
         if mon is None:
@@ -439,7 +447,8 @@ def _scan_info(f: h5py.File, dataset: Path, name: str, detector: str, monitor: s
                                             "one value per frame")
         info["has_monitor"] = True
         if mon.shape[0] != shape[0]:
-            return ScanInfo(**info, problem=f"monitor '{monitor}' has {mon.shape[0]} values for {shape[0]} frames")
+            what = "points" if layout.banded else "frames"
+            return ScanInfo(**info, problem=f"monitor '{monitor}' has {mon.shape[0]} values for {shape[0]} {what}")
     if shape[0] == 0:
         return ScanInfo(**info, problem=f"{where}/{detector} has no frames")
     return ScanInfo(**info)
@@ -467,7 +476,7 @@ def missing_names(dataset: str | os.PathLike[str], scans: Sequence[str],
             there = sorted(meas.keys())
             if sampled is None:
                 ids = {n: _open_id(meas, n) for n in there}
-                frames = [n for n, i in ids.items() if isinstance(i, h5py.h5d.DatasetID) and len(i.shape) == 3]
+                frames = [n for n, i in ids.items() if isinstance(i, h5py.h5d.DatasetID) and len(i.shape) in (3, 4)]
                 sampled = scan, {"detector": frames, "monitor": [n for n in there if n not in frames]}
             absent = {role: name for role, name in absent.items() if name not in there}
             if not absent:
@@ -487,7 +496,7 @@ def missing_names(dataset: str | os.PathLike[str], scans: Sequence[str],
 
 
 def read_scans(dataset: str | os.PathLike[str], detector: str, monitor: str | None = None,
-               scans: Any = None) -> list[ScanInfo]:
+               scans: Any = None, frame_band: FrameBand = ALL) -> list[ScanInfo]:
     """Describe the scans of a dataset master file, from metadata only (no frames, no lima files).
 
     Parameters
@@ -502,6 +511,10 @@ def read_scans(dataset: str | os.PathLike[str], detector: str, monitor: str | No
         Which scans: None or ``"all"``; a selection string (``"1-20,25"``, see
         :func:`parse_scan_selection`); a :class:`ScanSelection` or any predicate on scan names;
         or a collection of scan numbers (ints) and names (``"1.2"``).
+    frame_band
+        Which frames of a rank-4 detector dataset ``(points, band, ny, nx)``: ``"all"``, ``"sum"`` or
+        a band index (:mod:`reduction.io.bands`); it sets ``nframes``. An index out of range is the
+        scan's ``problem``.
 
     Returns
     -------
@@ -527,7 +540,7 @@ def read_scans(dataset: str | os.PathLike[str], detector: str, monitor: str | No
             if not selected(name):
                 continue
             try:
-                out.append(_scan_info(f, path, name, detector, monitor))
+                out.append(_scan_info(f, path, name, detector, monitor, frame_band))
             except (OSError, KeyError, RuntimeError, ValueError) as exc:  # a damaged entry: that scan only
                 out.append(ScanInfo(path, name, "", True, None, None, None, False, None, None,
                                     problem=f"cannot read the metadata of /{name} ({_why(exc)})"))
@@ -674,8 +687,9 @@ def _detector(f: h5py.File, dataset: Path, scan: str, detector: str) -> h5py.Dat
     if dset is None:
         problem = problem or _link_problem(f, path)
         raise RawDataError(f"{dataset} scan {scan}: {problem}")
-    if not isinstance(dset, h5py.Dataset) or dset.ndim != 3:
-        raise RawDataError(f"{dataset} scan {scan}: {path} is not a (nframes, ny, nx) dataset")
+    if not isinstance(dset, h5py.Dataset) or dset.ndim not in (3, 4):
+        raise RawDataError(f"{dataset} scan {scan}: {path} is not a (nframes, ny, nx) or (points, band, ny, nx) "
+                           "dataset")
     return dset
 
 
@@ -684,26 +698,45 @@ def _file_of(dset: h5py.Dataset) -> Path:
 
 
 def frame_sources(dataset: str | os.PathLike[str], scan: str, detector: str, start: int = 0,
-                  stop: int | None = None) -> list[Path]:
+                  stop: int | None = None, frame_band: FrameBand = ALL) -> list[Path]:
     """Check and list the files that hold frames [start, stop) of a scan (lima files, or the master).
 
     Every source of a virtual dataset that maps into the range must exist, open, hold the dataset
     and have the frames the mapping needs; an external link's target must open and be long enough.
-    Raises RawDataError naming the file at fault.
+    Raises RawDataError naming the file at fault. Frames are counted as ``frame_band`` says
+    (:mod:`reduction.io.bands`).
     """
     path = Path(os.path.abspath(dataset))
     with open_raw(path) as f:
         dset = _detector(f, path, scan, detector)
-        return _sources(dset, path, scan, detector, start, stop)
+        return _sources(dset, path, scan, detector, start, stop, _layout(dset, path, scan, frame_band))
 
 
-def _sources(dset: h5py.Dataset, path: Path, scan: str, detector: str, start: int, stop: int | None) -> list[Path]:
+def band_layout(dataset: str | os.PathLike[str], scan: str, detector: str, frame_band: FrameBand = ALL) -> BandLayout:
+    """How the frames of a scan map onto its detector dataset (points, bands) under ``frame_band``;
+    RawDataError naming the scan when the band is out of range or the dataset cannot be read."""
+    path = Path(os.path.abspath(dataset))
+    with open_raw(path) as f:
+        return _layout(_detector(f, path, scan, detector), path, scan, frame_band)
+
+
+def _layout(dset: h5py.Dataset, path: Path, scan: str, frame_band: FrameBand) -> BandLayout:
+    layout = BandLayout.of(dset.shape, frame_band)
+    problem = layout.problem()
+    if problem:
+        raise RawDataError(f"{path} scan {scan}: {dset.name} {dset.shape}: {problem}")
+    return layout
+
+
+def _sources(dset: h5py.Dataset, path: Path, scan: str, detector: str, start: int, stop: int | None,
+             layout: BandLayout) -> list[Path]:
     where = f"{path} scan {scan} /{scan}/measurement/{detector}"
-    n = dset.shape[0]
+    n = layout.nframes
     stop = n if stop is None else stop
     if not 0 <= start <= stop <= n:
         held = "" if dset.is_virtual or _file_of(dset) == path else f" in {_file_of(dset)}"
         raise RawDataError(f"{where}: frames [{start}, {stop}) are out of range: the scan has {n} frames{held}")
+    start, stop = layout.point_range(start, stop)  # rows of the dataset's first axis
     if dset.is_virtual:
         needs = _needs(dset, path, start, stop)
         _check_sources(needs, where, start, stop)
@@ -711,8 +744,13 @@ def _sources(dset: h5py.Dataset, path: Path, scan: str, detector: str, start: in
     return [_file_of(dset)]
 
 
-def read_frames(dataset: str | os.PathLike[str], scan: str, detector: str, start: int, stop: int) -> np.ndarray:
-    """Frames [start, stop) of a scan, shape (n, ny, nx), in the detector's own dtype.
+def read_frames(dataset: str | os.PathLike[str], scan: str, detector: str, start: int, stop: int,
+                frame_band: FrameBand = ALL) -> np.ndarray:
+    """Frames [start, stop) of a scan, shape (n, ny, nx), in the detector's own dtype (sums of bands:
+    int64 or float64).
+
+    A rank-4 detector dataset ``(points, band, ny, nx)`` gives the frames ``frame_band`` selects
+    (:mod:`reduction.io.bands`): all of them point-major, one band, or the sum of each point's bands.
 
     The sources are checked first (:func:`frame_sources`). Frames stored one per compressed chunk
     are then read as raw chunks and decompressed in threads (:mod:`reduction.io.direct`); any other
@@ -723,32 +761,58 @@ def read_frames(dataset: str | os.PathLike[str], scan: str, detector: str, start
     path = Path(os.path.abspath(dataset))
     with open_raw(path) as f:
         dset = _detector(f, path, scan, detector)
-        _sources(dset, path, scan, detector, start, stop)
-        return _read(dset, path, scan, detector, start, stop)
+        layout = _layout(dset, path, scan, frame_band)
+        _sources(dset, path, scan, detector, start, stop, layout)
+        return _read(dset, path, scan, detector, start, stop, layout)
 
 
 def read_frames_compressed(dataset: str | os.PathLike[str], scan: str, detector: str, start: int,
-                           stop: int) -> CompressedFrames | np.ndarray:
+                           stop: int, frame_band: FrameBand = ALL) -> CompressedFrames | np.ndarray:
     """Frames [start, stop) as their raw bitshuffle-LZ4 chunks, not decompressed, where every frame is
     one such chunk (:func:`reduction.io.direct.read_compressed`: for an engine that decompresses on
-    its device); else the frames as :func:`read_frames` gives them. Raises as :func:`read_frames`."""
+    its device); else the frames as :func:`read_frames` gives them (sums of bands always: they are
+    made on the host). Raises as :func:`read_frames`."""
     path = Path(os.path.abspath(dataset))
     with open_raw(path) as f:
         dset = _detector(f, path, scan, detector)
-        _sources(dset, path, scan, detector, start, stop)
-        chunks = read_compressed(dset, start, stop, resolve=lambda name: _resolve(path, name), open_file=open_raw)
-        return chunks if chunks is not None else _read(dset, path, scan, detector, start, stop)
+        layout = _layout(dset, path, scan, frame_band)
+        _sources(dset, path, scan, detector, start, stop, layout)
+        chunks = None
+        if not (layout.banded and layout.selection == SUM):
+            chunks = read_compressed(dset, start, stop, resolve=lambda name: _resolve(path, name), open_file=open_raw,
+                                     band=_band_of(layout))
+        return chunks if chunks is not None else _read(dset, path, scan, detector, start, stop, layout)
 
 
-def _read(dset: h5py.Dataset, path: Path, scan: str, detector: str, start: int, stop: int) -> np.ndarray:
+def _band_of(layout: BandLayout) -> int | None:
+    """``band`` of the direct-chunk readers: the index selected, None for the flattened sequence."""
+    return layout.selection if isinstance(layout.selection, int) else None
+
+
+def _read(dset: h5py.Dataset, path: Path, scan: str, detector: str, start: int, stop: int,
+          layout: BandLayout) -> np.ndarray:
     """Frames [start, stop) of a checked detector dataset: direct-chunk reads, else h5py."""
-    frames = read_direct(dset, start, stop, resolve=lambda name: _resolve(path, name), open_file=open_raw)
+    if layout.banded and layout.selection == SUM:  # every band of points [start, stop), summed
+        nbands = int(dset.shape[1])
+        flat = _read(dset, path, scan, detector, start * nbands, stop * nbands, BandLayout.of(dset.shape, ALL))
+        bands = flat.reshape(stop - start, nbands, *flat.shape[1:])
+        return bands.sum(axis=1, dtype=np.int64 if bands.dtype.kind in "iub" else np.float64)
+    band = _band_of(layout) if layout.banded else None
+    frames = read_direct(dset, start, stop, resolve=lambda name: _resolve(path, name), open_file=open_raw, band=band)
     if frames is not None:
         return frames
     try:
-        return dset[start:stop]
+        if not layout.banded:
+            return dset[start:stop]
+        if band is not None:
+            return dset[start:stop, band]
+        p0, p1 = layout.point_range(start, stop)
+        rows = dset[p0:p1]
+        nbands = int(dset.shape[1])
+        return rows.reshape(-1, *rows.shape[2:])[start - p0 * nbands:stop - p0 * nbands]
     except (OSError, RuntimeError, ValueError) as exc:
-        raise _read_error(dset, path, scan, detector, start, stop, exc) from None
+        p0, p1 = layout.point_range(start, stop)
+        raise _read_error(dset, path, scan, detector, p0, p1, exc) from None
 
 
 def _read_error(dset: h5py.Dataset, path: Path, scan: str, detector: str, start: int, stop: int,
@@ -772,12 +836,17 @@ def _read_error(dset: h5py.Dataset, path: Path, scan: str, detector: str, start:
 
 # -- counters ---------------------------------------------------------------------------------------
 def read_counter(dataset: str | os.PathLike[str], scan: str, counter: str, start: int = 0,
-                 stop: int | None = None) -> np.ndarray:
+                 stop: int | None = None, layout: BandLayout | None = None) -> np.ndarray:
     """Values [start, stop) of the 1-D counter ``/<scan>/measurement/<counter>`` (e.g. the monitor).
 
+    With the ``layout`` of a rank-4 detector dataset (:func:`band_layout`), [start, stop) are frames
+    and each gets the value of its point (BLISS counts once per point, whatever the bands).
     Raises RawDataError naming the file, scan and counter when it is missing, not 1-D, too short
     or unreadable.
     """
+    if layout is not None and layout.banded and stop is not None:
+        p0, p1 = layout.point_range(start, stop)
+        return read_counter(dataset, scan, counter, p0, p1)[layout.points(start, stop) - p0]
     path = Path(os.path.abspath(dataset))
     where = f"/{scan}/measurement/{counter}"
     with open_raw(path) as f:

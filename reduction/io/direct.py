@@ -17,6 +17,9 @@ can decode — a plain or external-link dataset, or a virtual dataset whose mapp
 one source row; anything else (other filters, chunk shapes, gaps, type conversions, a chunk that
 does not decode) answers None, and the caller reads through h5py, which also names a damaged file.
 ``XREDUCE_DIRECT_READS=0`` turns the direct path off (to compare, or to rule it out).
+A rank-4 dataset ``(points, band, ny, nx)`` (lima2 frame bands, :mod:`reduction.io.bands`) is read
+the same way when each (point, band) frame is one chunk ``(1, 1, ny, nx)``: ``band=None`` reads
+frames of the flattened, point-major sequence, ``band=k`` band k of points [start, stop).
 :func:`read_compressed` walks the same chunks but keeps bitshuffle-LZ4 ones as they are
 (:class:`CompressedFrames`), for an engine that decompresses on its device.
 """
@@ -124,8 +127,11 @@ def _deflate(shape: tuple[int, ...], dtype: np.dtype) -> Decoder:
 def decoder_for(dset: h5py.Dataset) -> Decoder | None:
     """How to turn one raw chunk of ``dset`` into a frame, or None when this path does not apply
     (not one frame per chunk, no filter, another filter, or its library missing)."""
-    frame = tuple(dset.shape[1:])
-    if dset.chunks is None or tuple(dset.chunks) != (1, *frame):
+    lead = _lead(dset)
+    if lead is None:
+        return None
+    frame = tuple(dset.shape[lead:])
+    if dset.chunks is None or tuple(dset.chunks) != (*(1,) * lead, *frame):
         return None
     plist = dset.id.get_create_plist()
     if plist.get_nfilters() != 1:
@@ -144,6 +150,11 @@ def decoder_for(dset: h5py.Dataset) -> Decoder | None:
     except ImportError as exc:  # the library is an install option: h5py (with hdf5plugin) still reads
         log.debug("no direct-chunk decoder for filter %d: %s", code, exc)
     return None
+
+
+def _lead(dset: h5py.Dataset) -> int | None:
+    """Axes before the frame's (ny, nx): 1 for (frames, ny, nx), 2 for (points, band, ny, nx), else None."""
+    return {3: 1, 4: 2}.get(dset.ndim)
 
 
 # -- where the frames are -----------------------------------------------------------------------
@@ -250,21 +261,48 @@ class _NotHere(Exception):
     """A chunk this path does not take: the caller reads another way."""
 
 
-def _each_chunk(dset: h5py.Dataset, sources: list[_Source], frame: tuple[int, ...],
-                open_file: Callable[[Path], h5py.File],
+#: where frames are: (source, [(chunk offset before the frame axes, position in the range read)])
+_Chunks = list[tuple[_Source, list[tuple[tuple[int, ...], int]]]]
+
+
+def _chunk_places(dset: h5py.Dataset, start: int, stop: int, band: int | None,
+                  resolve: Callable[[str], Path]) -> _Chunks | None:
+    """The chunk of each frame in [start, stop): for a rank-4 dataset, of the flattened point-major
+    sequence (``band`` None) or band ``band`` of points [start, stop); None where
+    :func:`frame_locations` gives none."""
+    if dset.ndim != 4:
+        sources = frame_locations(dset, start, stop, resolve)
+        return None if sources is None else [(s, [((r,), k) for r, k in zip(s.rows, s.frames)]) for s in sources]
+    nbands = int(dset.shape[1])
+    if band is not None:
+        sources = frame_locations(dset, start, stop, resolve)
+        return None if sources is None else [(s, [((r, band), k) for r, k in zip(s.rows, s.frames)]) for s in sources]
+    p0, p1 = start // nbands, -(-stop // nbands)
+    sources = frame_locations(dset, p0, p1, resolve)
+    if sources is None:
+        return None
+    places: _Chunks = []
+    for s in sources:
+        items = [((r, b), (p0 + pk) * nbands + b - start) for r, pk in zip(s.rows, s.frames) for b in range(nbands)]
+        places.append((s, [(offset, k) for offset, k in items if 0 <= k < stop - start]))
+    return places
+
+
+def _each_chunk(dset: h5py.Dataset, places: _Chunks, open_file: Callable[[Path], h5py.File],
                 take: Callable[[int, bytes, int, int | None, Decoder], None]) -> bool:
-    """Call ``take(k, raw, filter_mask, filter_code, decoder)`` for the raw chunk of each frame k of ``sources``;
+    """Call ``take(k, raw, filter_mask, filter_code, decoder)`` for the raw chunk of each frame k of ``places``;
     False when some source has no direct-chunk decoder (another filter, chunk shape or dtype)."""
-    for source in sources:
+    for source, frames in places:
         with nullcontext(None) if source.file is None else open_file(source.file) as f:
             src = dset if f is None else f[source.dset]
             code, decode = _filter_code(src), decoder_for(src)
-            if decode is None or src.dtype != dset.dtype or tuple(src.shape[1:]) != frame:
+            if decode is None or src.dtype != dset.dtype or tuple(src.shape[1:]) != tuple(dset.shape[1:]):
                 log.debug("%s in %s: no direct-chunk decoder (chunks %s, dtype %s); read through h5py",
                           source.dset, source.file, src.chunks, src.dtype)
                 return False
-            for row, k in zip(source.rows, source.frames):
-                mask, raw = src.id.read_direct_chunk((row, *(0,) * (src.ndim - 1)))
+            pad = (0,) * 2  # the frame's (ny, nx): a chunk holds a whole frame
+            for offset, k in frames:
+                mask, raw = src.id.read_direct_chunk((*offset, *pad))
                 take(k, raw, mask, code, decode)
     return True
 
@@ -276,23 +314,25 @@ def _filter_code(dset: h5py.Dataset) -> int | None:
 
 
 def read_direct(dset: h5py.Dataset, start: int, stop: int, resolve: Callable[[str], Path],
-                open_file: Callable[[Path], h5py.File]) -> np.ndarray | None:
+                open_file: Callable[[Path], h5py.File], band: int | None = None) -> np.ndarray | None:
     """Frames [start, stop) of ``dset`` from their raw chunks, decompressed in threads; None when
-    this path cannot give exactly what h5py would (the caller then reads through h5py)."""
+    this path cannot give exactly what h5py would (the caller then reads through h5py). A rank-4
+    dataset gives frames of its flattened point-major sequence, or band ``band`` of points [start, stop)."""
     if not enabled():  # h5py's path, e.g. to compare the two
         return None
-    sources = frame_locations(dset, start, stop, resolve)
-    if sources is None:
+    lead = _lead(dset)
+    places = None if lead is None else _chunk_places(dset, start, stop, band, resolve)
+    if lead is None or places is None:
         log.debug("%s [%d, %d): not one source row per frame; read through h5py", dset.name, start, stop)
         return None
-    out = np.empty((stop - start, *dset.shape[1:]), dset.dtype)
+    out = np.empty((stop - start, *dset.shape[lead:]), dset.dtype)
     pending = []
 
     def take(k: int, raw: bytes, mask: int, code: int | None, decode: Decoder) -> None:
         pending.append(_pool().submit(_decode_into, out, k, raw, decode if not mask & 1 else None))
 
     try:
-        if not _each_chunk(dset, sources, tuple(out.shape[1:]), open_file, take):
+        if not _each_chunk(dset, places, open_file, take):
             return None
         for job in pending:
             job.result()
@@ -305,16 +345,18 @@ def read_direct(dset: h5py.Dataset, start: int, stop: int, resolve: Callable[[st
 
 
 def read_compressed(dset: h5py.Dataset, start: int, stop: int, resolve: Callable[[str], Path],
-                    open_file: Callable[[Path], h5py.File]) -> CompressedFrames | None:
+                    open_file: Callable[[Path], h5py.File], band: int | None = None) -> CompressedFrames | None:
     """Frames [start, stop) of ``dset`` as their raw bitshuffle-LZ4 chunks, not decompressed (for
     :mod:`reduction.azint.engines.bslz4_opencl`); None where :func:`read_direct` would not apply or
-    some chunk is not bitshuffle-LZ4 with a header that fits a frame (the caller reads another way)."""
+    some chunk is not bitshuffle-LZ4 with a header that fits a frame (the caller reads another way).
+    ``band`` as :func:`read_direct`."""
     if os.environ.get("XREDUCE_DIRECT_READS", "1") == "0":
         return None
-    sources = frame_locations(dset, start, stop, resolve)
-    if sources is None:
+    lead = _lead(dset)
+    places = None if lead is None else _chunk_places(dset, start, stop, band, resolve)
+    if lead is None or places is None:
         return None
-    frame, dtype = tuple(dset.shape[1:]), dset.dtype
+    frame, dtype = tuple(dset.shape[lead:]), dset.dtype
     nbytes = int(np.prod(frame)) * dtype.itemsize
     chunks: list[bytes] = [b""] * (stop - start)
 
@@ -328,7 +370,7 @@ def read_compressed(dset: h5py.Dataset, start: int, stop: int, resolve: Callable
         chunks[k] = raw
 
     try:
-        if not _each_chunk(dset, sources, frame, open_file, take):
+        if not _each_chunk(dset, places, open_file, take):
             return None
     except Exception as exc:  # noqa: BLE001 - as read_direct: another path reads (and names) it
         log.debug("%s [%d, %d): compressed chunks not taken (%s)", dset.name, start, stop, exc)

@@ -49,7 +49,8 @@ class SumStep:
         parts = []
         times = StageTimes()
         blocks = [(b, min(b + READ_BLOCK, stop)) for b in range(start, stop, READ_BLOCK)]
-        for _, _, frames in read_ahead(partial(bliss.read_frames, dataset, scan, detector), blocks, times):
+        read = partial(bliss.read_frames, dataset, scan, detector, frame_band=chunk.get("frame_band", "all"))
+        for _, _, frames in read_ahead(read, blocks, times):
             if self.masked is not None and self.masked.shape != frames.shape[1:]:
                 raise RawDataError(f"mask file {self.mask_file} has shape {self.masked.shape}, but the frames of "
                                    f"{dataset} scan {scan} (/{scan}/measurement/{detector}) are {frames.shape[1:]}")

@@ -201,7 +201,8 @@ class XpcsStep:
         tt_cols, series = self._twotime_columns(partition, tt)
         times = StageTimes()
         blocks = [(b, min(b + READ_BLOCK, stop)) for b in range(start, stop, READ_BLOCK)]
-        for b0, b1, frames in read_ahead(partial(bliss.read_frames, dataset, scan, detector), blocks, times):
+        read = partial(bliss.read_frames, dataset, scan, detector, frame_band=chunk.get("frame_band", "all"))
+        for b0, b1, frames in read_ahead(read, blocks, times):
             if frames.shape[1:] != partition.dynamic_map.shape:
                 raise RawDataError(f"{dataset} scan {scan}: frames of /{scan}/measurement/{detector} are "
                                    f"{frames.shape[1:]}, but the PONI's detector is {partition.dynamic_map.shape}")
