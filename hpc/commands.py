@@ -225,7 +225,7 @@ def status(target: Any, as_json: bool = False) -> int:
     """Done / failed / pending chunks with reasons, from the files of an output folder or a config."""
     output = Path(target) if isinstance(target, (str, Path)) else Path(target.campaign.output)
     current = read_plan(output)
-    states = _with_schedulers(output, chunk_states(current, output))
+    states = _with_schedulers(output, chunk_states(current, output, quick=True))
     counts = Counter(st.state for st in states)
     if as_json:
         print(json.dumps({
@@ -269,7 +269,8 @@ def merge_plan(current: Plan, states: list[ChunkState] | None = None) -> int:
     output = Path(current.output)
     mode = current.config.get("merge", {}).get("mode", "vds")
     kind = current.kind
-    done = {st.chunk.id for st in (states if states is not None else chunk_states(current, output))
+    # quick states are enough: the kind's merge checks every chunk file it merges, and reports the others
+    done = {st.chunk.id for st in (states if states is not None else chunk_states(current, output, quick=True))
             if st.state == DONE}
     scans: dict[str, dict[tuple[str, str], list]] = defaultdict(lambda: defaultdict(list))
     for chunk in current.chunks:
@@ -291,6 +292,7 @@ def merge_plan(current: Plan, states: list[ChunkState] | None = None) -> int:
         master = output / _master_name(experiment)
         report = kind.merge(master, entries, mode=mode, config_json=current.config_json)
         if not report.complete:
+            missing_total += 1  # also a chunk file done but refused by the merge's own checks
             _say(report.summary())
         preview = master.with_suffix(".png")
         kind.preview(master, preview)

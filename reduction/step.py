@@ -226,6 +226,14 @@ class Kind:
         False for a missing, truncated or foreign file. Never raises."""
         raise NotImplementedError
 
+    def looks_done(self, path: Path, chunk_id: str, config_hash: str) -> bool:
+        """A cheap :meth:`is_done` for ``xreduce status`` and the merge, which look at thousands of chunk
+        files at once: a kind whose chunk files are renamed into place when complete, under a name made
+        from ``chunk_id`` (which encodes ``config_hash``), may trust the name and check the file's
+        integrity only (e.g. :func:`reduction.io.nexus.hdf5_complete`). ``xreduce run`` skips a chunk
+        only on :meth:`is_done`, and a merge checks each file it merges. Default: :meth:`is_done`."""
+        return self.is_done(path, chunk_id, config_hash)
+
     def merge(self, master: Path, entries: Sequence[MasterEntry], *, mode: str, config_json: str) -> MergeReport:
         """Write one master file from the chunk files of an experiment (atomically). ``mode``:
         ``vds`` (virtual datasets over the chunk files) or ``copy`` (self-contained); ``config_json``:

@@ -73,7 +73,7 @@ from reduction.io.merge import (
     write_chunk_table,
     write_master_file,
 )
-from reduction.io.nexus import PROGRAM, attr_text, now, nx_group, open_readonly, str_array
+from reduction.io.nexus import PROGRAM, attr_text, now, nx_group, str_array
 from reduction.io.poni import parse_poni
 
 from .chunkfile import _FLAGS, KINDS, read_chunk_header
@@ -142,6 +142,7 @@ class _EntryPlan:
     ref: dict[str, Any] | None = None  # chunk metadata of the first usable chunk
     engines: set[str] = field(default_factory=set)  # what reduced the usable chunks (provenance)
     axes: dict[str, np.ndarray] | None = None
+    norm: np.ndarray | None = None  # count of the first merged frame (data/norm)
 
 
 def _check_chunk(spec: EntrySpec, start: int, stop: int, chunk_id: str | None, meta: dict[str, Any],
@@ -168,12 +169,14 @@ def _inspect(spec: EntrySpec) -> _EntryPlan:
     plan = _EntryPlan(spec)
 
     def accept(start: int, stop: int, chunk_id: str | None, path: Path) -> str | None:
-        meta, axes = read_chunk_header(path)
+        meta, axes, count = read_chunk_header(path)
         reason = _check_chunk(spec, start, stop, chunk_id, meta, plan, axes)
         if reason:
             raise OutputError(reason)
-        if plan.ref is None:  # the first good chunk: the others must agree with it
-            plan.ref, plan.axes = meta, axes
+        if count is None:
+            raise OutputError("chunk file has no count dataset")
+        if plan.ref is None:  # the first good chunk (the chunks come sorted): the others must agree with it
+            plan.ref, plan.axes, plan.norm = meta, axes, count
         if meta.get("engine"):
             plan.engines.add(str(meta["engine"]))
         return meta.get("chunk_id")
@@ -318,9 +321,7 @@ def _write_entry(f: h5py.File, plan: _EntryPlan, mode: str, master_dir: Path) ->
         ds.attrs.update({"long_name": "azimuthal bin center", "units": "deg"})
         ds = data.create_dataset("azimuthal_axis_edges", data=np.asarray(axes["azimuthal_edges"], dtype=np.float64))
         ds.attrs.update({"long_name": "azimuthal bin edges", "units": "deg"})
-    with open_readonly(plan.good[0].path) as chunk:
-        norm = np.asarray(chunk["count"][0], dtype=np.float64)
-    ds = data.create_dataset("norm", data=norm)
+    ds = data.create_dataset("norm", data=plan.norm)
     ds.attrs.update({"long_name": "effective number of pixels contributing to the corresponding bin",
                      "units": "arbitrary units"})
     if unit == "r_mm":

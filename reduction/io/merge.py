@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -262,8 +263,7 @@ def write_master_file(path: Path | str, entries: Sequence[E], *, mode: str, insp
     if mode not in MERGE_MODES:
         raise OutputError(f"merge mode {mode!r} is not one of {', '.join(MERGE_MODES)}")
     path = Path(path)
-    names = [e.name for e in entries]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
+    duplicates = sorted(n for n, times in Counter(e.name for e in entries).items() if times > 1)
     if duplicates:
         raise OutputError(f"{path}: duplicate entry names {', '.join(duplicates)}")
     inspected = [inspect(e) for e in entries]
