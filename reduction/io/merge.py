@@ -25,6 +25,7 @@ import numpy as np
 from reduction.errors import OutputError
 from reduction.step import MERGE_MODES
 
+from . import h5write
 from .files import atomic_output
 from .nexus import PROGRAM, now, nx_group, open_readonly, relative_name, str_array, vds_source_name
 
@@ -191,12 +192,8 @@ def frame_dataset(group: h5py.Group, name: str, nframes: int, good: Sequence[Goo
     files: a virtual dataset over them (relative paths) or a copy; NaN where no chunk gives a frame."""
     shape = (nframes, *frame_shape)
     if mode == "vds":
-        layout = h5py.VirtualLayout(shape=shape, dtype=np.float64)
-        for chunk in good:
-            n = chunk.stop - chunk.start
-            layout[chunk.start:chunk.stop] = h5py.VirtualSource(vds_source_name(chunk.path, master_dir), source,
-                                                                shape=(n, *frame_shape), dtype=np.float64)
-        return group.create_virtual_dataset(name, layout, fillvalue=np.nan)
+        return h5py.Dataset(h5write.put_virtual(group, name, shape, np.float64, [
+            (chunk.start, chunk.stop, vds_source_name(chunk.path, master_dir), source) for chunk in good], np.nan))
     frame_bytes = 8 * int(np.prod(frame_shape, dtype=np.int64))
     chunk_frames = int(max(1, min(nframes, (1 << 20) // max(frame_bytes, 1))))
     ds = group.create_dataset(name, shape=shape, dtype=np.float64, fillvalue=np.nan,
@@ -220,15 +217,15 @@ def write_chunk_table(entry: h5py.Group, good: Sequence[GoodChunk], missing: Seq
               f"missing: {m.reason}") for m in missing]
     rows.sort()
     table = nx_group(entry, "chunks", "NXcollection")
-    table.attrs["mode"] = mode
-    table["frames"] = np.array([[r[0], r[1]] for r in rows], dtype=np.int64).reshape(-1, 2)
-    table["chunk_id"] = str_array([r[2] for r in rows])
-    table["file"] = str_array([r[3] for r in rows])
-    table["status"] = str_array([r[4] for r in rows])
-    table["missing_frames"] = np.array([[m.frame_start, m.frame_stop] for m in missing],
-                                       dtype=np.int64).reshape(-1, 2)
-    table["missing_chunk_ids"] = str_array([m.chunk_id for m in missing if m.chunk_id])
-    table["n_missing_frames"] = np.int64(sum(m.frame_stop - m.frame_start for m in missing))
+    h5write.set_attrs(table, {"mode": mode})
+    h5write.put(table, "frames", np.array([[r[0], r[1]] for r in rows], dtype=np.int64).reshape(-1, 2))
+    h5write.put(table, "chunk_id", str_array([r[2] for r in rows]))
+    h5write.put(table, "file", str_array([r[3] for r in rows]))
+    h5write.put(table, "status", str_array([r[4] for r in rows]))
+    h5write.put(table, "missing_frames", np.array([[m.frame_start, m.frame_stop] for m in missing],
+                                                  dtype=np.int64).reshape(-1, 2))
+    h5write.put(table, "missing_chunk_ids", str_array([m.chunk_id for m in missing if m.chunk_id]))
+    h5write.put(table, "n_missing_frames", np.int64(sum(m.frame_stop - m.frame_start for m in missing)))
 
 
 class _Entry(Protocol):

@@ -19,6 +19,8 @@ import numpy as np
 
 from reduction.errors import OutputError
 
+from . import h5write
+
 __all__ = ["PROGRAM", "open_readonly", "attr_value", "attr_text", "nx_group", "str_array",
            "now", "relative_name", "vds_source_name", "read_result", "hdf5_complete"]
 
@@ -64,8 +66,8 @@ def str_array(values: list[str]) -> np.ndarray:
 
 def nx_group(parent: h5py.Group, name: str, nx_class: str) -> h5py.Group:
     """A NeXus group whose children are listed in writing order."""
-    group = parent.create_group(name, track_order=True)  # readers list children in writing order
-    group.attrs["NX_class"] = nx_class
+    group = h5write.group(parent, name)  # readers list children in writing order
+    h5write.set_attrs(group, {"NX_class": nx_class})
     return group
 
 
