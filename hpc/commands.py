@@ -80,7 +80,7 @@ def _plan_summary(plan: Plan, states: list[ChunkState]) -> str:
 def plan(cfg: Any) -> int:
     """Discover and partition; print a summary table."""
     new = _make_plan(cfg)
-    _say(_plan_summary(new, chunk_states(new, Path(new.output))))
+    _say(_plan_summary(new, chunk_states(new, Path(new.output), quick=True)))
     _say(f"\nplan: {Path(new.output) / 'plan.json'} ({len(new.chunks)} chunks, config {new.config_hash[:12]})")
     for pending in new.pending_scans:
         _say(f"unfinished: {pending['dataset']} scan {pending['scan']} ({pending['reason']}): "

@@ -15,8 +15,9 @@ so a third-party kind is one package and one registration::
     saxs = "my_saxs.kind:SAXS"
 
 ``hpc`` imports from ``reduction`` only this module, :mod:`reduction.errors` and the demo writer;
-this module also hands on the two helpers both sides use for the files and programs they share:
-:func:`atomic_output` (write, flush, rename into place) and :func:`call` (run a program, errors named).
+this module also hands on the helpers both sides use for the files and programs they share:
+:func:`atomic_output` (write, flush, rename into place), :func:`call` (run a program, errors named)
+and :func:`process_map` (metadata work over thousands of files, in a pool of processes).
 """
 
 from __future__ import annotations
@@ -30,12 +31,13 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from .errors import XReduceError
 from .io.files import atomic_output
+from .io.pool import process_map
 from .io.process import call
 
 __all__ = ["MISSING", "MERGE_MODES", "KeyRule", "key", "rules", "ReductionConfig", "Step", "Kind", "ScanInfo",
            "MasterEntry", "MergeReport", "StageRate", "BenchReport", "SelfCheck", "SelfTest", "OK", "UNAVAILABLE",
            "FAILED", "ENTRY_POINT_GROUP", "kinds", "reload_kinds", "get_kind", "broken_kinds", "atomic_output",
-           "call", "UnknownKind"]
+           "call", "process_map", "UnknownKind"]
 
 #: How a kind's merge writes per-frame data: virtual datasets over the chunk files, or a self-contained copy.
 MERGE_MODES = ("vds", "copy")

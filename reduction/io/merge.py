@@ -28,11 +28,14 @@ from reduction.step import MERGE_MODES
 from . import h5write
 from .files import atomic_output
 from .nexus import PROGRAM, now, nx_group, open_readonly, relative_name, str_array, vds_source_name
+from .pool import process_map
 
 __all__ = ["MissingChunk", "GoodChunk", "EntryReport", "MergeReport", "cover", "identity_problem",
            "chunk_file_matches", "frame_dataset", "write_chunk_table", "write_master_file"]
 
 _COPY_BLOCK_BYTES = 64 << 20
+#: Entries inspected per process of a merge (fewer: inspected here).
+ENTRIES_PER_PROCESS = 200
 
 
 @dataclass(frozen=True)
@@ -250,7 +253,8 @@ def write_master_file(path: Path | str, entries: Sequence[E], *, mode: str, insp
     """Write the master file ``path``: an NXroot with one entry per item of ``entries`` that has a
     good chunk, in the order given.
 
-    ``inspect(entry)`` sorts an entry's chunks (with :func:`cover`); ``write_entry(file, inspected,
+    ``inspect(entry)`` sorts an entry's chunks (with :func:`cover`), in a pool of processes when there
+    are many entries (:func:`~reduction.io.pool.process_map`: it must pickle); ``write_entry(file, inspected,
     mode, master_dir)`` writes it. Written under a temporary name and renamed into place
     (:func:`~reduction.io.files.atomic_output`), so an existing master is replaced only by a complete
     new one. Raises :class:`OutputError` for an unknown mode, duplicate entry names, when no entry
@@ -263,7 +267,8 @@ def write_master_file(path: Path | str, entries: Sequence[E], *, mode: str, insp
     duplicates = sorted(n for n, times in Counter(e.name for e in entries).items() if times > 1)
     if duplicates:
         raise OutputError(f"{path}: duplicate entry names {', '.join(duplicates)}")
-    inspected = [inspect(e) for e in entries]
+    # reading the chunk headers is most of a merge's reading: a pool of processes does it for many entries
+    inspected = process_map(inspect, [(e,) for e in entries], per_process=ENTRIES_PER_PROCESS)
     reports = [EntryReport(e.name, e.nframes, list(p.missing), written=bool(p.good))
                for e, p in zip(entries, inspected)]
     writable = [(e, p) for e, p in zip(entries, inspected) if p.good]

@@ -471,3 +471,32 @@ def test_merge_of_six_entries_is_quick(tmp_path: Path, frames: np.ndarray) -> No
     print(f"merge 6 entries x 20 frames: {merge_s:.3f} s (report {report.seconds:.3f} s), "
           f"validation (both validators): {validate_s:.2f} s")
     assert merge_s < 5
+
+
+def test_chunk_headers_read_by_a_pool_of_processes_give_the_same_master(tmp_path: Path, frames: np.ndarray,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from reduction.io import merge, pool
+
+    specs, expected = _campaign(tmp_path, frames, nentries=6, nframes=20, cuts=(8, 16))
+    specs[1].chunks[1] = (*specs[1].chunks[1][:2], None)  # a failed chunk: reported the same way
+    serial = write_master(tmp_path / "serial.nxs", specs)
+    pools: list[int] = []
+
+    class Pool(pool.ProcessPoolExecutor):  # the real pool, counted
+        def __init__(self, processes: int, **kwargs) -> None:
+            pools.append(processes)
+            super().__init__(processes, **kwargs)
+
+    monkeypatch.setattr(pool, "ProcessPoolExecutor", Pool)
+    monkeypatch.setattr(merge, "ENTRIES_PER_PROCESS", 2)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})
+    pooled = write_master(tmp_path / "pooled.nxs", specs)
+    assert pools == [3]
+    assert pooled.missing_frames == serial.missing_frames == {"sample_0001_2.1": [(8, 16)]}
+    with h5py.File(tmp_path / "serial.nxs") as a, h5py.File(tmp_path / "pooled.nxs") as b:
+        assert list(a) == list(b) == [s.name for s in specs]
+        for name in a:
+            np.testing.assert_array_equal(b[name]["data/I"][()], a[name]["data/I"][()])
+            np.testing.assert_array_equal(b[name]["data/norm"][()], a[name]["data/norm"][()])
+            assert b[name]["reduction/input/poni"][()] == a[name]["reduction/input/poni"][()]
+        np.testing.assert_array_equal(b["sample_0001_1.1/data/I"][()], expected["sample_0001_1.1"]["intensity"])
