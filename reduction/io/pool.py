@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, TypeVar
 
-__all__ = ["process_map", "MAX_PROCESSES"]
+__all__ = ["process_map", "process_count", "MAX_PROCESSES"]
 
 T = TypeVar("T")
 
@@ -29,13 +29,21 @@ def _cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
 
 
+def process_count(items: int, per_process: int) -> int:
+    """How many processes :func:`process_map` uses for ``items`` items, at least ``per_process`` each
+    (1: in this process)."""
+    if sys.platform != "linux" or "mpi4py.MPI" in sys.modules:
+        return 1
+    return max(1, min(_cpus(), items // max(1, per_process), MAX_PROCESSES))
+
+
 def process_map(fn: Callable[..., T], args: Sequence[tuple[Any, ...]], *, per_process: int) -> list[T]:
     """``[fn(*a) for a in args]``, computed by a pool of processes when every process gets at least
     ``per_process`` items (fewer are done here: a process costs more than it saves). ``fn`` and the
     arguments and results must pickle (``fn`` a module-level function or a ``functools.partial`` of one);
     an exception of ``fn`` is raised here."""
-    processes = min(_cpus(), len(args) // max(1, per_process), MAX_PROCESSES)
-    if processes < 2 or sys.platform != "linux" or "mpi4py.MPI" in sys.modules:
+    processes = process_count(len(args), per_process)
+    if processes < 2:
         return [fn(*a) for a in args]
     context = multiprocessing.get_context("fork" if threading.active_count() == 1 else "forkserver")
     with ProcessPoolExecutor(processes, mp_context=context) as pool:

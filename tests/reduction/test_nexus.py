@@ -15,6 +15,7 @@ import h5py
 import numpy as np
 import pytest
 from chunk_helpers import read_chunk, write_chunk
+from h5_helpers import describe
 from nexus_validation import validate_entry, validate_file
 
 from reduction import Geometry, Integrator
@@ -473,12 +474,13 @@ def test_merge_of_six_entries_is_quick(tmp_path: Path, frames: np.ndarray) -> No
     assert merge_s < 5
 
 
-def test_chunk_headers_read_by_a_pool_of_processes_give_the_same_master(tmp_path: Path, frames: np.ndarray,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_merge_in_parts_by_a_pool_of_processes_gives_the_same_master(tmp_path: Path, frames: np.ndarray,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     from reduction.io import merge, pool
 
-    specs, expected = _campaign(tmp_path, frames, nentries=6, nframes=20, cuts=(8, 16))
+    specs, expected = _campaign(tmp_path, frames, nentries=7, nframes=20, cuts=(8, 16))
     specs[1].chunks[1] = (*specs[1].chunks[1][:2], None)  # a failed chunk: reported the same way
+    specs[4].chunks = [(a, b, None) for a, b, _ in specs[4].chunks]  # an entry without any chunk: not written
     serial = write_master(tmp_path / "serial.nxs", specs)
     pools: list[int] = []
 
@@ -492,11 +494,15 @@ def test_chunk_headers_read_by_a_pool_of_processes_give_the_same_master(tmp_path
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})
     pooled = write_master(tmp_path / "pooled.nxs", specs)
     assert pools == [3]
-    assert pooled.missing_frames == serial.missing_frames == {"sample_0001_2.1": [(8, 16)]}
+    assert pooled.missing_frames == serial.missing_frames
+    assert serial.missing_frames["sample_0001_2.1"] == [(8, 16)] and pooled.skipped_entries == ["sample_0001_5.1"]
     with h5py.File(tmp_path / "serial.nxs") as a, h5py.File(tmp_path / "pooled.nxs") as b:
-        assert list(a) == list(b) == [s.name for s in specs]
-        for name in a:
-            np.testing.assert_array_equal(b[name]["data/I"][()], a[name]["data/I"][()])
-            np.testing.assert_array_equal(b[name]["data/norm"][()], a[name]["data/norm"][()])
-            assert b[name]["reduction/input/poni"][()] == a[name]["reduction/input/poni"][()]
+        assert list(b) == [s.name for s in specs if s.name != "sample_0001_5.1"]
+        assert {k: v for k, v in b.attrs.items() if k != "file_time"} == {
+            k: (v.replace("serial", "pooled") if isinstance(v, str) else v) for k, v in a.attrs.items()
+            if k != "file_time"}
+        dated = [(row[0], row[:-1]) if row[0].endswith("reduction/date") else (row[0], row) for row in describe(b)]
+        assert dated == [(row[0], row[:-1]) if row[0].endswith("reduction/date") else (row[0], row)
+                         for row in describe(a)]
         np.testing.assert_array_equal(b["sample_0001_1.1/data/I"][()], expected["sample_0001_1.1"]["intensity"])
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "the part files are removed"
