@@ -117,7 +117,7 @@ def hdf5_complete(path: Path | str) -> bool:
             size = os.fstat(f.fileno()).st_size
     except OSError:
         return False
-    if len(head) < 48 or not head.startswith(_HDF5_SIGNATURE):
+    if len(head) < 16 or not head.startswith(_HDF5_SIGNATURE):
         return False
     version = head[8]
     if version in (0, 1):  # addresses after the fixed fields: base, free space, end of file, driver
@@ -126,7 +126,7 @@ def hdf5_complete(path: Path | str) -> bool:
         width, at, flags = head[9], 12, head[11]
     else:
         return False
-    if width not in (4, 8) or flags & 0b101:  # still open for writing (SWMR or not)
+    if width not in (4, 8) or flags & 0b101 or len(head) < at + 3 * width:  # flags: still open for writing
         return False
     address = "<I" if width == 4 else "<Q"
     (base,), (end,) = struct.unpack_from(address, head, at), struct.unpack_from(address, head, at + 2 * width)

@@ -148,6 +148,37 @@ def test_chunk_matches_is_false_for_damaged_or_foreign_files(tmp_path: Path, fra
             read_chunk_meta(path)
 
 
+def test_looks_done_checks_the_superblock_not_the_content(tmp_path: Path, frames: np.ndarray) -> None:
+    """The quick check of status and merge: any complete HDF5 file under the chunk's name; never a
+    truncated, empty, foreign-format or still-open one (run still decides by chunk_matches)."""
+    from reduction.azint.kind import AZINT1D
+    from reduction.io.nexus import hdf5_complete
+
+    res = _integrate(GEO, frames[:2], "azint1d", "q_nm^-1", None)
+    good = tmp_path / "c-1.h5"
+    write_chunk(good, res, _meta("c-1", "azint1d", "/raw/x.h5", "1.1", 0, 2, GEO, None))
+    data = good.read_bytes()
+    assert AZINT1D.looks_done(good, "c-1", "cfg-1") and hdf5_complete(good)
+    for n in (0, 7, 8, 15, 30, 47, 60, 100, 1500, len(data) // 2, len(data) - 1):
+        cut = tmp_path / f"cut{n}.h5"
+        cut.write_bytes(data[:n])
+        assert not hdf5_complete(cut), f"truncated to {n} bytes"
+    longer = tmp_path / "longer.h5"
+    longer.write_bytes(data + b"\0" * 10)  # HDF5 opens a file longer than its end-of-file address
+    assert hdf5_complete(longer) and h5py.File(longer, "r").close() is None
+    (tmp_path / "text.h5").write_text("not an hdf5 file at all " * 10)
+    assert not hdf5_complete(tmp_path / "text.h5") and not hdf5_complete(tmp_path / "absent.h5")
+    assert not hdf5_complete(tmp_path)
+    for libver in ("earliest", "v108", "v110", "latest"):
+        with h5py.File(tmp_path / f"{libver}.h5", "w", libver=libver) as f:
+            f["x"] = np.arange(3)
+            f.flush()
+            # superblocks from v2 on say while the file is open for writing; v0 cannot (chunk files are
+            # closed before they are renamed into place)
+            assert hdf5_complete(tmp_path / f"{libver}.h5") == (libver == "earliest")
+        assert hdf5_complete(tmp_path / f"{libver}.h5")
+
+
 def test_chunk_writer_is_atomic(tmp_path: Path, frames: np.ndarray) -> None:
     res = _integrate(GEO, frames[:4], "azint1d", "q_nm^-1", None)
     path = tmp_path / "c.h5"
