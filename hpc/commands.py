@@ -111,7 +111,7 @@ def plan(cfg: Any) -> int:
     output = Path(cfg.campaign.output)
     holder = current_holder(output, _jobs_active(output)) if output.is_dir() else None
     new = _make_plan(cfg, save=holder is None)
-    states = chunk_states(new, Path(new.output))
+    states = chunk_states(new, Path(new.output), quick=True)
     _say(_plan_summary(new, states))
     skipped = [st for st in states if st.chunk.problem]
     if skipped:  # scans planning found unreducible: say why here, not only after a run
@@ -313,7 +313,7 @@ def status(target: Any, as_json: bool = False) -> int:
     files of an output folder or a config. Exit 1 when a chunk failed or a master needs a merge."""
     output = Path(target) if isinstance(target, (str, Path)) else Path(target.campaign.output)
     current = read_plan(output)
-    states = _with_schedulers(output, chunk_states(current, output))
+    states = _with_schedulers(output, chunk_states(current, output, quick=True))
     counts = Counter(st.state for st in states)
     masters = _masters(current, states)
     merge_needed = [m for m in masters if m["state"] == "merge needed"]
@@ -376,7 +376,8 @@ def merge_plan(current: Plan, states: list[ChunkState] | None = None, mode: str 
     output = Path(current.output)
     mode = mode or current.config.get("merge", {}).get("mode", "vds")
     kind = current.kind
-    done = {st.chunk.id for st in (states if states is not None else chunk_states(current, output))
+    # quick states are enough: the kind's merge checks every chunk file it merges, and reports the others
+    done = {st.chunk.id for st in (states if states is not None else chunk_states(current, output, quick=True))
             if st.state == DONE}
     incomplete = False
     for experiment, by_scan in sorted(_experiments(current).items()):
@@ -398,6 +399,7 @@ def merge_plan(current: Plan, states: list[ChunkState] | None = None, mode: str 
         try:
             report = kind.merge(master, entries, mode=mode, config_json=current.config_json)
             if not report.complete:
+                incomplete = True  # also a chunk file done but refused by the merge's own checks
                 _say(report.summary())
             preview = master.with_suffix(".png")
             kind.preview(master, preview)

@@ -17,14 +17,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from reduction.errors import RawDataPending, XReduceError
-from reduction.step import Kind, atomic_output, get_kind
+from reduction.step import Kind, ScanInfo, atomic_output, get_kind, process_map
 
 from .errors import ConfigError, PlanError
 
@@ -95,7 +96,8 @@ class Plan:
         return get_kind(self.config["reduction"]["kind"])
 
     def to_json(self) -> str:
-        data = asdict(self)
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["chunks"] = [vars(c) for c in self.chunks]  # not asdict: its deep copy of 10 000 chunks costs ~0.5 s
         data["format"] = _FORMAT
         return json.dumps(data, indent=1)
 
@@ -121,21 +123,21 @@ def make_plan(cfg: Any, config_hash: str, config: dict[str, Any]) -> Plan:
                           f"campaign.datasets = {patterns}")
     chunks: list[Chunk] = []
     pending: list[dict[str, str]] = []
-    for dataset in map(str, datasets):
-        experiment = kind.experiment(dataset) or camp.name
-        try:
-            scans = kind.scans(dataset, camp.detector, camp.monitor, camp.scans, camp.frame_band)
-        except RawDataPending as exc:  # BLISS is creating the file right now: try again next run
-            pending.append({"dataset": dataset, "scan": "*", "reason": f"master file being written: {exc}"})
+    name, detector, monitor = camp.name, camp.detector, camp.monitor  # read once: a config lookup costs ~50 µs
+    found = discover_scans(kind, list(map(str, datasets)), detector, monitor, camp.scans, camp.frame_band)
+    for dataset, scans, unreadable, pending_file in found:
+        experiment = kind.experiment(dataset) or name
+        if pending_file:  # BLISS is creating the file right now: try again next run
+            pending.append({"dataset": dataset, "scan": "*", "reason": f"master file being written: {unreadable}"})
             continue
-        except XReduceError as exc:  # damaged for good: a failure every run reports until it is fixed
+        if unreadable is not None:  # damaged for good: a failure every run reports until it is fixed
             chunks.append(Chunk(id=chunk_id(dataset, "*", 0, 0, config_hash), dataset=dataset, experiment=experiment,
-                                scan="*", detector=camp.detector, monitor=camp.monitor, start=0, stop=0,
-                                nframes_scan=0, problem=f"unreadable dataset master file: {exc}"))
+                                scan="*", detector=detector, monitor=monitor, start=0, stop=0,
+                                nframes_scan=0, problem=f"unreadable dataset master file: {unreadable}"))
             continue
         for scan in scans:
-            base = dict(dataset=dataset, experiment=experiment, scan=scan.scan, detector=camp.detector,
-                        monitor=camp.monitor, energy_kev=scan.energy_kev, frame_band=camp.frame_band)
+            base = dict(dataset=dataset, experiment=experiment, scan=scan.scan, detector=detector,
+                        monitor=monitor, energy_kev=scan.energy_kev, frame_band=camp.frame_band)
             if not scan.finished:
                 pending.append({"dataset": dataset, "scan": scan.scan, "reason": "no end_time: still running"})
                 continue
@@ -153,6 +155,34 @@ def make_plan(cfg: Any, config_hash: str, config: dict[str, Any]) -> Plan:
     return Plan(campaign=camp.name, output=str(camp.output), config_hash=config_hash, config=config,
                 chunks=chunks, pending_scans=pending, groups=[[i] for i in range(len(chunks))],
                 created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+
+#: Dataset files per discovery process: fewer are read in this process (a pool costs more than it saves).
+FILES_PER_PROCESS = 8
+
+
+def _scans_of(kind: str, dataset: str, detector: str, monitor: str | None, selection: str,
+              frame_band: str) -> tuple[list[ScanInfo], str | None, bool]:
+    """The scans of one dataset file; or why it is unreadable (a message: it crosses processes) and
+    whether that is because BLISS is still writing it (pending) rather than damaged."""
+    try:
+        return get_kind(kind).scans(dataset, detector, monitor, selection, frame_band), None, False
+    except RawDataPending as exc:
+        return [], str(exc), True
+    except XReduceError as exc:
+        return [], str(exc), False
+
+
+def discover_scans(kind: Kind, datasets: Sequence[str], detector: str, monitor: str | None, selection: str,
+                   frame_band: str = "all") -> Iterator[tuple[str, list[ScanInfo], str | None, bool]]:
+    """(dataset, its scans, why it is unreadable or None, whether it is still being written) for each
+    dataset file, in order (plain values: they cross processes). Reading the metadata of thousands of
+    scans is bound by HDF5 calls (about 1 ms a scan): the files are read by a pool of processes
+    (:func:`reduction.step.process_map`)."""
+    found = process_map(_scans_of, [(kind.name, d, detector, monitor, selection, frame_band) for d in datasets],
+                        per_process=FILES_PER_PROCESS)
+    for dataset, (scans, unreadable, pending) in zip(datasets, found):
+        yield dataset, scans, unreadable, pending
 
 
 def write_plan(plan: Plan, output: Path) -> Path:

@@ -79,13 +79,16 @@ def _read_error(path: Path, chunk: Chunk) -> tuple[str, bool]:
     return reason, permanent
 
 
-def chunk_states(plan: Plan, output: Path) -> list[ChunkState]:
-    """The state of every chunk of ``plan``, from the files under ``output``."""
+def chunk_states(plan: Plan, output: Path, *, quick: bool = False) -> list[ChunkState]:
+    """The state of every chunk of ``plan``, from the files under ``output``. ``quick``: a chunk file
+    counts as done on the kind's cheap check (``Kind.looks_done``: its name and integrity, not its
+    content), for status and merge over thousands of chunks; running skips only what ``is_done``."""
     states = []
     kind = plan.kind
+    done = kind.looks_done if quick else kind.is_done
     for chunk in plan.chunks:
         paths = ChunkPaths(output, chunk.id)
-        if kind.is_done(paths.result, chunk.id, plan.config_hash):
+        if done(paths.result, chunk.id, plan.config_hash):
             states.append(ChunkState(chunk, DONE))
         elif chunk.problem:  # planning found it cannot be reduced: failed before any worker tries
             states.append(ChunkState(chunk, FAILED, f"{chunk.dataset} scan {chunk.scan}: {chunk.problem}",

@@ -15,10 +15,11 @@ so a third-party kind is one package and one registration::
     saxs = "my_saxs.kind:SAXS"
 
 ``hpc`` imports from ``reduction`` only this module, :mod:`reduction.errors` and the demo writer;
-this module also hands on the two helpers both sides use for the files and programs they share:
+this module also hands on the helpers both sides use for the files and programs they share:
 :func:`atomic_output` (write, flush, rename into place), :func:`remove_temporaries` (what writers that
-died left behind) and :func:`call` (run a program, errors named), and :func:`parse_frame_band`, the
-one reading of ``campaign.frame_band``.
+died left behind), :func:`call` (run a program, errors named), :func:`process_map` (metadata work over
+thousands of files, in a pool of processes) and :func:`parse_frame_band`, the one reading of
+``campaign.frame_band``.
 """
 
 from __future__ import annotations
@@ -34,13 +35,14 @@ from .errors import XReduceError
 from .io import MERGE_MODES
 from .io.bands import parse_frame_band
 from .io.files import atomic_output, remove_temporaries
+from .io.pool import process_map
 from .io.process import call
 
 __all__ = ["MISSING", "MERGE_MODES", "EXPORT_FORMATS", "EXPORT_FRAMES", "master_kind",
            "KeyRule", "key", "rules", "ReductionConfig", "Step", "Kind", "ScanInfo",
            "MasterEntry", "MergeReport", "StageRate", "BenchReport", "SelfCheck", "SelfTest", "OK", "UNAVAILABLE",
            "FAILED", "ENTRY_POINT_GROUP", "kinds", "reload_kinds", "get_kind", "broken_kinds", "atomic_output",
-           "call", "UnknownKind", "remove_temporaries", "Problem", "parse_frame_band"]
+           "call", "process_map", "UnknownKind", "remove_temporaries", "Problem", "parse_frame_band"]
 
 
 #: ASCII formats a kind may export at merge time (``merge.export``), and which frames (``merge.export_frames``).
@@ -244,6 +246,14 @@ class Kind:
         """True when ``path`` is a complete chunk file made for ``chunk_id`` with ``config_hash``;
         False for a missing, truncated or foreign file. Never raises."""
         raise NotImplementedError
+
+    def looks_done(self, path: Path, chunk_id: str, config_hash: str) -> bool:
+        """A cheap :meth:`is_done` for ``xreduce status`` and the merge, which look at thousands of chunk
+        files at once: a kind whose chunk files are renamed into place when complete, under a name made
+        from ``chunk_id`` (which encodes ``config_hash``), may trust the name and check the file's
+        integrity only (e.g. :func:`reduction.io.nexus.hdf5_complete`). ``xreduce run`` skips a chunk
+        only on :meth:`is_done`, and a merge checks each file it merges. Default: :meth:`is_done`."""
+        return self.is_done(path, chunk_id, config_hash)
 
     def merge(self, master: Path, entries: Sequence[MasterEntry], *, mode: str, config_json: str) -> MergeReport:
         """Write one master file from the chunk files of an experiment (atomically). ``mode``:

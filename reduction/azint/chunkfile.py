@@ -276,10 +276,18 @@ def read_chunk_meta(path: Path | str) -> dict[str, Any]:
     return read_result(path, lambda f: _meta_from(f, path))
 
 
-def read_chunk_header(path: Path | str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """:func:`read_chunk_meta` and the bins (``radial``, ``radial_edges``, + ``azimuthal``,
-    ``azimuthal_edges`` in 2-D) in one opening of the file: what a merge needs to check a chunk."""
-    return read_result(path, lambda f: (_meta_from(f, path), {name: f[name][()] for name in _AXES_2D if name in f}))
+def _header_from(f: h5py.File, path: Path | str) -> tuple[dict[str, Any], dict[str, np.ndarray], np.ndarray | None]:
+    meta = _meta_from(f, path)
+    axes = {name: f[name][()] for name in _AXES_2D if name in f}
+    count = np.asarray(f["count"][0], dtype=np.float64) if "count" in meta["fields"] else None
+    return meta, axes, count
+
+
+def read_chunk_header(path: Path | str) -> tuple[dict[str, Any], dict[str, np.ndarray], np.ndarray | None]:
+    """:func:`read_chunk_meta`, the bins (``radial``, ``radial_edges``, + ``azimuthal``,
+    ``azimuthal_edges`` in 2-D) and the first frame's ``count`` (None without one), in one opening of
+    the file: what a merge needs to check a chunk and to write the entry's ``data/norm``."""
+    return read_result(path, lambda f: _header_from(f, path))
 
 
 def chunk_matches(path: Path | str, chunk_id: str, config_hash: str) -> bool:

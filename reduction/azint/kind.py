@@ -38,6 +38,11 @@ class AzintKind(Kind):
             return [Problem("poni", str(exc))]
         return [Problem("radial_range", problem)] if problem else []
 
+    def looks_done(self, path: Path, chunk_id: str, config_hash: str) -> bool:
+        from reduction.io.nexus import hdf5_complete
+
+        return hdf5_complete(path)  # the name is the chunk id; the file was renamed into place once complete
+
     def merge(self, master: Path, entries: Sequence[MasterEntry], *, mode: str, config_json: str) -> MergeReport:
         from .nexus import EntrySpec, write_master
 

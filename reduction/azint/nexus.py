@@ -65,6 +65,7 @@ from reduction.errors import GeometryError, OutputError
 from reduction.io.bands import BANDS_GROUP, BandLayout, write_band_indices
 from reduction.io.bliss import HC_KEV_ANGSTROM
 from reduction.io.files import atomic_output, written_as
+from reduction.io.h5write import put, set_attrs
 from reduction.io.merge import (
     GoodChunk,
     MergeReport,
@@ -75,7 +76,7 @@ from reduction.io.merge import (
     write_chunk_table,
     write_master_file,
 )
-from reduction.io.nexus import PROGRAM, attr_text, now, nx_group, open_readonly, str_array
+from reduction.io.nexus import PROGRAM, attr_text, now, nx_group, str_array
 from reduction.io.poni import parse_poni
 
 from .chunkfile import _FLAGS, KINDS, read_chunk_header
@@ -144,6 +145,7 @@ class _EntryPlan:
     ref: dict[str, Any] | None = None  # chunk metadata of the first usable chunk
     engines: set[str] = field(default_factory=set)  # what reduced the usable chunks (provenance)
     axes: dict[str, np.ndarray] | None = None
+    norm: np.ndarray | None = None  # count of the first merged frame (data/norm)
 
 
 def _check_chunk(spec: EntrySpec, start: int, stop: int, chunk_id: str | None, meta: dict[str, Any],
@@ -170,12 +172,14 @@ def _inspect(spec: EntrySpec) -> _EntryPlan:
     plan = _EntryPlan(spec)
 
     def accept(start: int, stop: int, chunk_id: str | None, path: Path) -> str | None:
-        meta, axes = read_chunk_header(path)
+        meta, axes, count = read_chunk_header(path)
         reason = _check_chunk(spec, start, stop, chunk_id, meta, plan, axes)
         if reason:
             raise OutputError(reason)
-        if plan.ref is None:  # the first good chunk: the others must agree with it
-            plan.ref, plan.axes = meta, axes
+        if count is None:
+            raise OutputError("chunk file has no count dataset")
+        if plan.ref is None:  # the first good chunk (the chunks come sorted): the others must agree with it
+            plan.ref, plan.axes, plan.norm = meta, axes, count
         if meta.get("engine"):
             plan.engines.add(str(meta["engine"]))
         return meta.get("chunk_id")
@@ -227,18 +231,18 @@ def _write_entry(f: h5py.File, plan: _EntryPlan, mode: str, master_dir: Path) ->
                                                                        poni)
 
     entry = nx_group(f, spec.name, "NXentry")
-    entry.attrs["default"] = "data"
-    entry["title"] = spec.title or f"{Path(spec.dataset).name} scan {spec.scan}"
-    entry["definition"] = "NXazint2d" if two_d else "NXazint1d"
-    entry["solid_angle_applied"] = np.bool_(ref["solid_angle_applied"])
-    entry["polarization_applied"] = np.bool_(ref["polarization_applied"])
+    set_attrs(entry, {"default": "data"})
+    put(entry, "title", spec.title or f"{Path(spec.dataset).name} scan {spec.scan}")
+    put(entry, "definition", "NXazint2d" if two_d else "NXazint1d")
+    put(entry, "solid_angle_applied", np.bool_(ref["solid_angle_applied"]))
+    put(entry, "polarization_applied", np.bool_(ref["polarization_applied"]))
     # I = signal / normalization: always divided by the bins' (weighted) pixel count, which is what
     # NXazint's normalization_applied states; whether a flat field was part of it is in input/flat_applied.
-    entry["normalization_applied"] = np.bool_(True)
-    entry["monitor_applied"] = np.bool_(ref["monitor_applied"])
+    put(entry, "normalization_applied", np.bool_(True))
+    put(entry, "monitor_applied", np.bool_(ref["monitor_applied"]))
 
     instrument = nx_group(entry, "instrument", "NXinstrument")
-    instrument["name"] = spec.beamline
+    put(instrument, "name", spec.beamline)
     mono = nx_group(instrument, "monochromator", "NXmonochromator")
     wavelength_m, energy = ref.get("wavelength"), ref.get("energy")
     wavelength_a = wavelength_m / 1e-10 if wavelength_m else None
@@ -246,14 +250,12 @@ def _write_entry(f: h5py.File, plan: _EntryPlan, mode: str, master_dir: Path) ->
         wavelength_a = HC_KEV_ANGSTROM / energy
     if energy is None and wavelength_a:
         energy = HC_KEV_ANGSTROM / wavelength_a
-    mono["wavelength"] = np.float64(wavelength_a if wavelength_a else np.nan)
-    mono["wavelength"].attrs["units"] = "angstrom"
-    mono["energy"] = np.float64(energy if energy else np.nan)
-    mono["energy"].attrs["units"] = "keV"
+    put(mono, "wavelength", np.float64(wavelength_a if wavelength_a else np.nan), {"units": "angstrom"})
+    put(mono, "energy", np.float64(energy if energy else np.nan), {"units": "keV"})
     source = nx_group(instrument, "source", "NXsource")
-    source["name"] = spec.source_name
-    source["type"] = spec.source_type
-    source["probe"] = spec.probe
+    put(source, "name", spec.source_name)
+    put(source, "type", spec.source_type)
+    put(source, "probe", spec.probe)
 
     notes = [
         "I = signal / normalization and I_errors = sqrt(variance) / normalization per bin, from the per-frame "
@@ -273,23 +275,23 @@ def _write_entry(f: h5py.File, plan: _EntryPlan, mode: str, master_dir: Path) ->
         n_missing = sum(m.frame_stop - m.frame_start for m in plan.missing)
         notes.append(f"{n_missing} of {spec.nframes} frames have no result (NaN): see ../chunks/missing_frames.")
     reduction = nx_group(entry, "reduction", "NXprocess")
-    reduction["program"] = PROGRAM
-    reduction["version"] = str(__version__)
-    reduction["date"] = now()
-    reduction["reference"] = REFERENCE
-    reduction["note"] = "\n".join(notes)
+    put(reduction, "program", PROGRAM)
+    put(reduction, "version", str(__version__))
+    put(reduction, "date", now())
+    put(reduction, "reference", REFERENCE)
+    put(reduction, "note", "\n".join(notes))
     inp = nx_group(reduction, "input", "NXparameters")
-    inp["config"] = config_json
-    inp["poni"] = poni
-    inp["raw_file"] = str(spec.dataset)
-    inp["scan"] = str(spec.scan)
-    inp["unit"] = unit
-    inp["splitting"] = str(ref.get("splitting"))
-    inp["error_model"] = str(ref.get("error_model"))
-    inp["flat_applied"] = "true" if ref["normalization_applied"] else "false"
+    put(inp, "config", config_json)
+    put(inp, "poni", poni)
+    put(inp, "raw_file", str(spec.dataset))
+    put(inp, "scan", str(spec.scan))
+    put(inp, "unit", unit)
+    put(inp, "splitting", str(ref.get("splitting")))
+    put(inp, "error_model", str(ref.get("error_model")))
+    put(inp, "flat_applied", "true" if ref["normalization_applied"] else "false")
     if plan.engines:  # chunks may have run on different nodes: every engine/device that contributed
-        inp["engine"] = "; ".join(sorted(plan.engines))
-    inp["chunk_ids"] = str_array([i for i in (spec.chunk_ids or [g.chunk_id or "" for g in plan.good]) if i])
+        put(inp, "engine", "; ".join(sorted(plan.engines)))
+    put(inp, "chunk_ids", str_array([i for i in (spec.chunk_ids or [g.chunk_id or "" for g in plan.good]) if i]))
 
     if ref.get("has_monitor"):
         monitor = nx_group(entry, "monitor", "NXmonitor")
@@ -299,9 +301,9 @@ def _write_entry(f: h5py.File, plan: _EntryPlan, mode: str, master_dir: Path) ->
                            BandLayout.merged(spec.nframes, int(ref["nbands"]), str(ref["frame_band"])), 0, spec.nframes)
 
     data = nx_group(entry, "data", "NXdata")
-    data.attrs["signal"] = "I"
-    data.attrs["axes"] = str_array([".", "azimuthal_axis", "radial_axis"] if two_d else [".", "radial_axis"])
-    data.attrs["interpretation"] = "image" if two_d else "spectrum"
+    set_attrs(data, {"signal": "I",
+                     "axes": str_array([".", "azimuthal_axis", "radial_axis"] if two_d else [".", "radial_axis"]),
+                     "interpretation": "image" if two_d else "spectrum"})
     accumulators = nx_group(entry, "accumulators", "NXcollection")
     for field_name in ref["fields"]:
         group_name, name = _TARGETS[field_name]
@@ -309,28 +311,24 @@ def _write_entry(f: h5py.File, plan: _EntryPlan, mode: str, master_dir: Path) ->
         ds = frame_dataset(group, name, spec.nframes, plan.good, field_name, tuple(ref["frame_shape"]), mode,
                            master_dir)
         if name == "I":
-            ds.attrs.update({"long_name": "intensity", "units": "arbitrary units"})
+            set_attrs(ds, {"long_name": "intensity", "units": "arbitrary units"})
         elif name == "I_errors":
-            ds.attrs.update({"long_name": "estimated intensity error", "units": "arbitrary units"})
+            set_attrs(ds, {"long_name": "estimated intensity error", "units": "arbitrary units"})
         else:
-            ds.attrs["long_name"] = _ACCUMULATOR_DOC[name]
-    ds = data.create_dataset("radial_axis", data=np.asarray(radial, dtype=np.float64))
-    ds.attrs.update({"long_name": long_name, "units": units})
-    ds = data.create_dataset("radial_axis_edges", data=np.asarray(radial_edges, dtype=np.float64))
-    ds.attrs.update({"long_name": f"{long_name} bin edges", "units": units})
+            set_attrs(ds, {"long_name": _ACCUMULATOR_DOC[name]})
+    put(data, "radial_axis", np.asarray(radial, dtype=np.float64), {"long_name": long_name, "units": units})
+    put(data, "radial_axis_edges", np.asarray(radial_edges, dtype=np.float64),
+        {"long_name": f"{long_name} bin edges", "units": units})
     if two_d:
-        ds = data.create_dataset("azimuthal_axis", data=np.asarray(axes["azimuthal"], dtype=np.float64))
-        ds.attrs.update({"long_name": "azimuthal bin center", "units": "deg"})
-        ds = data.create_dataset("azimuthal_axis_edges", data=np.asarray(axes["azimuthal_edges"], dtype=np.float64))
-        ds.attrs.update({"long_name": "azimuthal bin edges", "units": "deg"})
-    with open_readonly(plan.good[0].path) as chunk:
-        norm = np.asarray(chunk["count"][0], dtype=np.float64)
-    ds = data.create_dataset("norm", data=norm)
-    ds.attrs.update({"long_name": "effective number of pixels contributing to the corresponding bin",
-                     "units": "arbitrary units"})
+        put(data, "azimuthal_axis", np.asarray(axes["azimuthal"], dtype=np.float64),
+            {"long_name": "azimuthal bin center", "units": "deg"})
+        put(data, "azimuthal_axis_edges", np.asarray(axes["azimuthal_edges"], dtype=np.float64),
+            {"long_name": "azimuthal bin edges", "units": "deg"})
+    put(data, "norm", plan.norm, {"long_name": "effective number of pixels contributing to the corresponding bin",
+                                  "units": "arbitrary units"})
     if unit == "r_mm":
-        accumulators["radial_r_mm"] = np.asarray(axes["radial"], dtype=np.float64)
-        accumulators["radial_r_mm_edges"] = np.asarray(axes["radial_edges"], dtype=np.float64)
+        put(accumulators, "radial_r_mm", np.asarray(axes["radial"], dtype=np.float64))
+        put(accumulators, "radial_r_mm_edges", np.asarray(axes["radial_edges"], dtype=np.float64))
 
     write_chunk_table(entry, plan.good, plan.missing, mode, master_dir)
 
@@ -349,16 +347,16 @@ def write_master(path: Path | str, entries: list[EntrySpec], *, mode: str = "vds
 
 
 # -- preview -----------------------------------------------------------------------------------
-def _curves(entry: h5py.Group, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(selected rows of I(radial), nansum over all frames, finite count over all frames) of an entry.
+def _curves(entry: h5py.Group, intensity: h5py.Dataset, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray,
+                                                                                      np.ndarray]:
+    """(selected rows of I(radial), nansum over all frames, finite count over all frames) of an entry
+    whose ``data/I`` is ``intensity``.
 
     2-D entries are averaged over the azimuth as the accumulators allow: sum(signal)/sum(normalization).
     """
-    data = entry["data"]
-    intensity = data["I"]
     two_d = intensity.ndim == 3
-    acc = entry.get("accumulators")
-    use_acc = two_d and acc is not None and "signal" in acc and "normalization" in acc
+    acc: Any = entry.get("accumulators") if two_d else None  # not looked up for 1-D entries
+    use_acc = acc is not None and "signal" in acc and "normalization" in acc
     nframes, nrad = intensity.shape[0], intensity.shape[-1]
     frame_bytes = 8 * int(np.prod(intensity.shape[1:]))
     block = int(max(1, (32 << 20) // max(frame_bytes, 1)))
@@ -405,25 +403,29 @@ def write_preview(master: Path | str, png: Path | str, *, max_rows: int = 2000) 
 
     master, png = Path(master), Path(png)
     with h5py.File(master, "r") as f:
-        entries = [g for g in f.values()
+        # each entry's groups looked up once (a master may have 10 000 entries); its I is opened only
+        # while it is read: an open virtual dataset keeps its source files open, and HDF5 opens
+        # files more slowly the more it holds open
+        entries = [(g, g["data"]) for g in f.values()
                    if isinstance(g, h5py.Group) and attr_text(g, "NX_class") == "NXentry" and "data" in g]
         if not entries:
             raise OutputError(f"{master}: no NXentry with data to preview")
-        total_frames = sum(e["data"]["I"].shape[0] for e in entries)
+        shapes = [data["I"].shape for _, data in entries]
+        total_frames = sum(shape[0] for shape in shapes)
         step = max(1, math.ceil(total_frames / max_rows))
-        axis_ds = entries[0]["data"]["radial_axis"]
+        first = entries[0][1]
+        axis_ds = first["radial_axis"]
         radial = axis_ds[()]
-        edges = entries[0]["data"]["radial_axis_edges"][()] if "radial_axis_edges" in entries[0]["data"] else None
+        edges = first["radial_axis_edges"][()] if "radial_axis_edges" in first else None
         label = f"{attr_text(axis_ds, 'long_name') or 'radial'} ({attr_text(axis_ds, 'units') or '?'})"
         blocks, bounds, means, names = [], [0], [], []
         grand_sum, grand_n = np.zeros(radial.size), np.zeros(radial.size)
         two_d = False
-        for entry in entries:
-            nframes = entry["data"]["I"].shape[0]
-            two_d |= entry["data"]["I"].ndim == 3
-            rows = np.arange(0, nframes, step)
-            selected, total, finite = _curves(entry, rows)
-            own = entry["data"]["radial_axis"][()]
+        for (entry, data), shape in zip(entries, shapes):
+            two_d |= len(shape) == 3
+            rows = np.arange(0, shape[0], step)
+            selected, total, finite = _curves(entry, data["I"], rows)
+            own = radial if data is first else data["radial_axis"][()]
             if own.shape != radial.shape or not np.allclose(own, radial):
                 selected = np.array([np.interp(radial, own, r, left=np.nan, right=np.nan) for r in selected])
                 total = np.interp(radial, own, total, left=0, right=0)
@@ -463,8 +465,9 @@ def write_preview(master: Path | str, png: Path | str, *, max_rows: int = 2000) 
     mesh = ax_img.pcolormesh(edges, np.arange(image.shape[0] + 1), np.ma.masked_invalid(image), norm=norm, cmap=cmap,
                              shading="flat", rasterized=True)
     ax_img.set_ylim(image.shape[0], 0)
-    for b in bounds[1:-1]:
-        ax_img.axhline(b, color="white", lw=min(0.8, 30 / len(names)), alpha=0.9 if len(names) <= 30 else 0.5)
+    # the lines between entries as one collection (one artist per line costs about 1 ms each)
+    ax_img.hlines(bounds[1:-1], 0, 1, transform=ax_img.get_yaxis_transform(), colors="white",
+                  lw=min(0.8, 30 / len(names)), alpha=0.9 if len(names) <= 30 else 0.5)
     ax_img.set_yticks([(a + b) / 2 for a, b in zip(bounds[:-1:every], bounds[1::every])], names[::every], fontsize=7)
     ax_img.set_ylabel("frames of each entry" + (f" (every {step}th)" if step > 1 else ""))
     what = "azimuthal average of I(χ, radial)" if two_d else "I(radial)"

@@ -15,6 +15,7 @@ import h5py
 import numpy as np
 import pytest
 from chunk_helpers import read_chunk, write_chunk
+from h5_helpers import describe
 from nexus_validation import validate_entry, validate_file
 
 from reduction import Geometry, Integrator
@@ -145,6 +146,37 @@ def test_chunk_matches_is_false_for_damaged_or_foreign_files(tmp_path: Path, fra
         assert chunk_matches(path, "c-1", "cfg-1") is False
         with pytest.raises(OutputError):
             read_chunk_meta(path)
+
+
+def test_looks_done_checks_the_superblock_not_the_content(tmp_path: Path, frames: np.ndarray) -> None:
+    """The quick check of status and merge: any complete HDF5 file under the chunk's name; never a
+    truncated, empty, foreign-format or still-open one (run still decides by chunk_matches)."""
+    from reduction.azint.kind import AZINT1D
+    from reduction.io.nexus import hdf5_complete
+
+    res = _integrate(GEO, frames[:2], "azint1d", "q_nm^-1", None)
+    good = tmp_path / "c-1.h5"
+    write_chunk(good, res, _meta("c-1", "azint1d", "/raw/x.h5", "1.1", 0, 2, GEO, None))
+    data = good.read_bytes()
+    assert AZINT1D.looks_done(good, "c-1", "cfg-1") and hdf5_complete(good)
+    for n in (0, 7, 8, 15, 30, 47, 60, 100, 1500, len(data) // 2, len(data) - 1):
+        cut = tmp_path / f"cut{n}.h5"
+        cut.write_bytes(data[:n])
+        assert not hdf5_complete(cut), f"truncated to {n} bytes"
+    longer = tmp_path / "longer.h5"
+    longer.write_bytes(data + b"\0" * 10)  # HDF5 opens a file longer than its end-of-file address
+    assert hdf5_complete(longer) and h5py.File(longer, "r").close() is None
+    (tmp_path / "text.h5").write_text("not an hdf5 file at all " * 10)
+    assert not hdf5_complete(tmp_path / "text.h5") and not hdf5_complete(tmp_path / "absent.h5")
+    assert not hdf5_complete(tmp_path)
+    for libver in ("earliest", "v108", "v110", "latest"):
+        with h5py.File(tmp_path / f"{libver}.h5", "w", libver=libver) as f:
+            f["x"] = np.arange(3)
+            f.flush()
+            # superblocks from v2 on say while the file is open for writing; v0 cannot (chunk files are
+            # closed before they are renamed into place)
+            assert hdf5_complete(tmp_path / f"{libver}.h5") == (libver == "earliest")
+        assert hdf5_complete(tmp_path / f"{libver}.h5")
 
 
 def test_chunk_writer_is_atomic(tmp_path: Path, frames: np.ndarray) -> None:
@@ -471,3 +503,37 @@ def test_merge_of_six_entries_is_quick(tmp_path: Path, frames: np.ndarray) -> No
     print(f"merge 6 entries x 20 frames: {merge_s:.3f} s (report {report.seconds:.3f} s), "
           f"validation (both validators): {validate_s:.2f} s")
     assert merge_s < 5
+
+
+def test_a_merge_in_parts_by_a_pool_of_processes_gives_the_same_master(tmp_path: Path, frames: np.ndarray,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from reduction.io import merge, pool
+
+    specs, expected = _campaign(tmp_path, frames, nentries=7, nframes=20, cuts=(8, 16))
+    specs[1].chunks[1] = (*specs[1].chunks[1][:2], None)  # a failed chunk: reported the same way
+    specs[4].chunks = [(a, b, None) for a, b, _ in specs[4].chunks]  # an entry without any chunk: not written
+    serial = write_master(tmp_path / "serial.nxs", specs)
+    pools: list[int] = []
+
+    class Pool(pool.ProcessPoolExecutor):  # the real pool, counted
+        def __init__(self, processes: int, **kwargs) -> None:
+            pools.append(processes)
+            super().__init__(processes, **kwargs)
+
+    monkeypatch.setattr(pool, "ProcessPoolExecutor", Pool)
+    monkeypatch.setattr(merge, "ENTRIES_PER_PROCESS", 2)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})
+    pooled = write_master(tmp_path / "pooled.nxs", specs)
+    assert pools == [3]
+    assert pooled.missing_frames == serial.missing_frames
+    assert serial.missing_frames["sample_0001_2.1"] == [(8, 16)] and pooled.skipped_entries == ["sample_0001_5.1"]
+    with h5py.File(tmp_path / "serial.nxs") as a, h5py.File(tmp_path / "pooled.nxs") as b:
+        assert list(b) == [s.name for s in specs if s.name != "sample_0001_5.1"]
+        assert {k: v for k, v in b.attrs.items() if k != "file_time"} == {
+            k: (v.replace("serial", "pooled") if isinstance(v, str) else v) for k, v in a.attrs.items()
+            if k != "file_time"}
+        dated = [(row[0], row[:-1]) if row[0].endswith("reduction/date") else (row[0], row) for row in describe(b)]
+        assert dated == [(row[0], row[:-1]) if row[0].endswith("reduction/date") else (row[0], row)
+                         for row in describe(a)]
+        np.testing.assert_array_equal(b["sample_0001_1.1/data/I"][()], expected["sample_0001_1.1"]["intensity"])
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "the part files are removed"
