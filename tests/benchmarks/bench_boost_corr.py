@@ -18,11 +18,12 @@ static sub-rings of xreduce's partition from the PONI, every pixel), given to bo
 to xreduce (``reduction.qmap``), so both use the same static and dynamic bins.
 
 * **file**: each tool end to end as a user runs it, one process, wall time: boost-corr's CLI
-  (``boost_corr -r … -q … -i -1 -nf 0 -w``: CPU, no frame normalisation, its default 16 loader
-  processes) writing its result file; ``xreduce run reduction=xpcs`` (backend=local, engine numpy
+  (``boost_corr -r … -q … -i -1 -nf 0 -w --max-memory 8``: CPU, no frame normalisation, its default
+  16 loader processes, queues sized for 8 GB — its default 36 GB got it killed for memory here)
+  writing its result file; ``xreduce run reduction=xpcs`` (backend=local, engine numpy
   and opencl) writing chunk, master and preview. Interpreter start-up and imports are included for both.
 * **memory**: the correlator alone on frames already in memory, fed 64 frames at a time, up to g2:
-  boost-corr's ``MultitauCorrelator`` (auto queue, ``max_memory`` 36 GB, as its CLI) then
+  boost-corr's ``MultitauCorrelator`` (auto queue, ``max_memory`` as above, as its CLI) then
   ``normalize_multitau``; xreduce's ``XpcsStep.correlator`` then ``normalise``.
 
 g2 is compared on the same delays (the lists must be equal) and dynamic bins: |Δg2| of each xreduce
@@ -64,14 +65,14 @@ REPO = Path(__file__).resolve().parents[2]
 N_DYN, PER, MODES, TAU0 = 10, 4, 2, 1000.0
 DETECTOR, SCAN = "pilatus", "1.1"
 
-#: boost-corr's correlator on frames in memory, run by the other interpreter: argv raw qmap repeat block;
+#: boost-corr's correlator on frames in memory, run by the other interpreter: argv raw qmap repeat block max_memory;
 #: prints {"rates": [...], "g2": [[...]], "delay": [...]} as JSON on its last line.
 BOOST_MEMORY = r"""
 import json, sys, time
 import h5py, hdf5plugin, numpy as np, torch
 from boost_corr import MultitauCorrelator
 from boost_corr.xpcs_aps_8idi.xpcs_qpartitionmap import XpcsQPartitionMap
-raw, qmap, repeat, block = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+raw, qmap, repeat, block, max_memory = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
 with h5py.File(raw, "r") as f:
     frames = f["/entry/data/data"][()]
 n = len(frames)
@@ -81,7 +82,7 @@ for _ in range(repeat):
     t0 = time.perf_counter()
     qpm = XpcsQPartitionMap(qmap, device="cpu")
     xb = MultitauCorrelator(frames.shape[1:], frame_num=n, queue_size=8, auto_queue=True, device="cpu",
-                            mask_crop=qpm.mask_crop, normalize_frame=False, qpm=qpm, max_memory=36.0)
+                            mask_crop=qpm.mask_crop, normalize_frame=False, qpm=qpm, max_memory=max_memory)
     for b in range(0, n, block):
         xb.process(x[b:b + block])
     xb.post_process()
@@ -150,11 +151,13 @@ def _run(cmd: list[str], env: dict[str, str] | None = None) -> float:
     return seconds
 
 
-def _boost_file(exp: Experiment, boost_python: str, out: Path) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+def _boost_file(exp: Experiment, boost_python: str, out: Path,
+                max_memory: float) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
     """boost-corr's CLI end to end: (seconds, g2 (K, D), delays, the mean count of each frame it read)."""
     shutil.rmtree(out, ignore_errors=True)
     cli = str(Path(boost_python).with_name("boost_corr"))
-    seconds = _run([cli, "-r", str(exp.boost_raw), "-q", str(exp.qmap), "-o", str(out), "-i", "-1", "-nf", "0", "-w"])
+    seconds = _run([cli, "-r", str(exp.boost_raw), "-q", str(exp.qmap), "-o", str(out), "-i", "-1", "-nf", "0", "-w",
+                    "--max-memory", str(max_memory)])
     (result,) = out.glob("*_results.hdf")
     with h5py.File(result, "r") as f:
         return (seconds, f["xpcs/multitau/normalized_g2"][()], f["xpcs/multitau/delay_list"][()],
@@ -201,9 +204,10 @@ def _xreduce_memory(exp: Experiment, engine: str, repeat: int) -> tuple[list[flo
     return rates, g2, series.mean(axis=1, dtype=np.float64)
 
 
-def _boost_memory(exp: Experiment, boost_python: str, repeat: int) -> tuple[list[float], np.ndarray, int]:
+def _boost_memory(exp: Experiment, boost_python: str, repeat: int,
+                  max_memory: float) -> tuple[list[float], np.ndarray, int]:
     proc = subprocess.run([boost_python, "-c", BOOST_MEMORY, str(exp.boost_raw), str(exp.qmap), str(repeat),
-                           str(READ_BLOCK)], capture_output=True, text=True)
+                           str(READ_BLOCK), str(max_memory)], capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"boost-corr in memory exited {proc.returncode}:\n{proc.stderr[-3000:]}")
     res = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -223,7 +227,7 @@ def _compare(size: tuple[int, int, int], args: argparse.Namespace, work: Path) -
     engines = [e for e in args.engines if e == "numpy" or _has_opencl()]
     # from memory (also the reference g2: boost-corr's correlator on the frames as they are)
     mem_rate: dict[str, float] = {}
-    b_rates, ref, threads = _boost_memory(exp, args.boost_python, args.repeat)
+    b_rates, ref, threads = _boost_memory(exp, args.boost_python, args.repeat, args.boost_max_memory)
     mem_rate["boost-corr"] = statistics.median(b_rates)
     mem_g2 = {"boost-corr": ref}
     frame_mean = None
@@ -237,7 +241,8 @@ def _compare(size: tuple[int, int, int], args: argparse.Namespace, work: Path) -
     delays: dict[str, np.ndarray] = {}
     for _ in range(args.repeat):
         s, g2s["boost-corr"], delays["boost-corr"], boost_read = _boost_file(exp, args.boost_python,
-                                                                              exp.root / "out-boost")
+                                                                              exp.root / "out-boost",
+                                                                              args.boost_max_memory)
         times["boost-corr"].append(s)
         for e in engines:
             s, g2s[f"xreduce {e}"], delays[f"xreduce {e}"] = _xreduce_file(exp, e, exp.root / f"out-xreduce-{e}")
@@ -291,6 +296,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, nargs=3, action="append", metavar=("NY", "NX", "FRAMES"),
                         help="detector rows, columns and frames (repeatable; default 256 256 10000 and 1024 1024 2000)")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--boost-max-memory", type=float, default=8.0,
+                        help="boost-corr's max_memory, GB (its default, 36, sizes queues that this machine's "
+                             "23 GB cannot hold)")
     parser.add_argument("--engines", nargs="+", default=["numpy", "opencl"], choices=["numpy", "opencl"])
     parser.add_argument("--workdir", type=Path,
                         help="keep the frames here (reused by a rerun); default a temporary folder")
