@@ -85,7 +85,8 @@ def bench_step(step: XpcsStep, chunk: Mapping[str, Any], workdir: Path) -> Bench
     notes = [f"{len(pixels)} of {partition.dynamic_map.size} pixels in the q partition "
              f"({partition.n_dynamic} dynamic, {partition.n_static} static bins); the others are never read"]
     if importlib.util.find_spec("boost_corr") is None:
-        notes.append("boost-corr is not installed here: no side-by-side rate (tests/benchmarks/bench_xpcs.py)")
+        notes.append("boost-corr is not installed here: no side-by-side rate (tests/benchmarks/bench_boost_corr.py "
+                     "runs it from its own virtual environment, docs/xpcs.md)")
     return BenchReport(rates=rates, bound=bound, bound_rule=rule, reached=whole.rate / bound if bound > 0 else 0.0,
                        engine=step.engine_used, notes=notes)
 

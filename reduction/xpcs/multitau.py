@@ -100,6 +100,11 @@ class MultiTau:
         self._to_static = sp.csr_matrix((np.ones(self.npix), (np.arange(self.npix), static_index)),
                                         shape=(self.npix, self.n_static))
         self._pixels = np.bincount(static_index, minlength=self.n_static).astype(np.float64)
+        # integer frames: the pixels grouped by static bin, so a block's sums per bin are one reduceat
+        order = np.argsort(static_index, kind="stable")
+        self._filled = np.flatnonzero(self._pixels > 0)  # the static bins with pixels
+        self._starts = np.searchsorted(static_index[order], self._filled)
+        self._by_static = None if np.array_equal(order, np.arange(self.npix)) else order  # None: no gather
         K = len(self.delay)
         self._G2 = np.zeros((K, self.npix))
         self._tail = [np.zeros((0, self.npix)) for _ in range(self.n_levels)]
@@ -119,16 +124,30 @@ class MultiTau:
             raise ValueError(f"a block must be (frames, {self.npix} pixels), got {block.shape}")
         if self.seen + len(block) > self.nframes:
             raise ValueError(f"{self.seen + len(block)} frames fed to a correlator of {self.nframes}")
-        x = block.astype(np.float64, copy=False)
         self.seen += len(block)
-        static_sum = np.asarray(self._to_static.T @ x.T).T
+        static_sum = self._static_sums(block)
         self._intensity.append(static_sum)
-        self._frame_sum += x.sum(axis=0)
-        self._correlate_pixels(block, x)
+        self._frame_sum += block.sum(axis=0, dtype=np.float64)
+        self._correlate_pixels(block)
         return static_sum
 
-    def _correlate_pixels(self, block: np.ndarray, x: np.ndarray) -> None:
-        """ΣG2 of every pixel over the new frames (``block`` as given, ``x`` as float64), every level."""
+    def _static_sums(self, block: np.ndarray) -> np.ndarray:
+        """(B, S) counts of each static bin in each frame of ``block``. Integer frames are summed as
+        integers (exact, so the same float64 numbers as any order of float64 additions) over the
+        pixels grouped by bin, without a float64 copy of the block; other frames through the one-hot
+        sparse product, in float64."""
+        if block.dtype.kind in "biu" and block.dtype.itemsize <= 4:
+            grouped = block if self._by_static is None else np.take(block, self._by_static, axis=1)
+            out = np.zeros((len(block), self.n_static))
+            if len(self._filled) and len(block):
+                out[:, self._filled] = np.add.reduceat(grouped, self._starts, axis=1, dtype=np.int64)
+            return out
+        x = block.astype(np.float64, copy=False)
+        return np.asarray(self._to_static.T @ x.T).T
+
+    def _correlate_pixels(self, block: np.ndarray) -> None:
+        """ΣG2 of every pixel over the new frames ``block`` (as given), every level."""
+        x = block.astype(np.float64, copy=False)
         for lv in range(self.n_levels):
             if not len(x):
                 break

@@ -133,12 +133,12 @@ class OpenCLMultiTau(MultiTau):
         self._d_lags = cl.Buffer(context.ctx, mf.READ_ONLY | mf.COPY_HOST_PTR,
                                  hostbuf=lag_bins if len(lag_bins) else np.zeros(1, np.int32))
 
-    def _correlate_pixels(self, block: np.ndarray, x: np.ndarray) -> None:
+    def _correlate_pixels(self, block: np.ndarray) -> None:
         if not len(block) or not self.npix:
             return
         cl = self.context.cl
         ctype = _TYPES.get(f"{block.dtype.kind}{block.dtype.itemsize}") if block.dtype.isnative else None
-        frames = np.ascontiguousarray(block if ctype else x)
+        frames = np.ascontiguousarray(block if ctype else block.astype(np.float64))
         if self._padded != self.npix:  # whole vectors of pixels: pad with zeros (their sums are dropped)
             frames = np.pad(frames, ((0, 0), (0, self._padded - self.npix)))
         kernel = self.context.kernel("multitau", ctype or "double", self._r, self.n_levels)

@@ -5,6 +5,7 @@ Run from the repository root::
 
     .venv/bin/python tests/benchmarks/bench_xpcs.py                    # 256×256 × 2000 frames
     .venv/bin/python tests/benchmarks/bench_xpcs.py --frames 10000 --shape 256 256 --repeat 3
+    python3 tests/benchmarks/bench_xpcs.py --device gpu --frames 10000     # a GPU node (gpu_check.sh)
 
 What it measures, for each engine (``numpy``; ``opencl`` where pyopencl finds a device):
 
@@ -15,7 +16,7 @@ What it measures, for each engine (``numpy``; ``opencl`` where pyopencl finds a 
 
 The frames are Poisson counts (0.3 photon/pixel/frame, uint16), 10 q rings × 4 static sub-rings over
 the whole detector. No timed assertion: this prints figures for docs/xpcs.md. boost-corr side by
-side is not here (see docs/xpcs.md, "Not measured").
+side: tests/benchmarks/bench_boost_corr.py.
 """
 
 from __future__ import annotations
@@ -56,11 +57,13 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=2000)
     parser.add_argument("--shape", type=int, nargs=2, default=(256, 256))
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--device", default="auto", help="reduction.device of the OpenCL engine (auto, cpu, gpu, P:D)")
     args = parser.parse_args()
     shape = tuple(args.shape)
     with tempfile.TemporaryDirectory(prefix="bench-xpcs-") as tmp:
         poni, raw = _experiment(Path(tmp), args.frames, shape)
-        cfg = {"kind": "xpcs", "poni": str(poni), "dynamic_q": {"npt": 10}, "static_per_dynamic": 4}
+        cfg = {"kind": "xpcs", "poni": str(poni), "dynamic_q": {"npt": 10}, "static_per_dynamic": 4,
+               "device": args.device}
         chunk = {"id": "b", "dataset": str(raw), "scan": "1.1", "detector": "pilatus", "start": 0, "stop": args.frames}
         memory = np.random.default_rng(1).poisson(0.3, (args.frames, shape[0] * shape[1])).astype(np.uint16)
         print(f"{shape[0]}×{shape[1]} × {args.frames} frames, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}, "

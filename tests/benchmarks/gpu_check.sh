@@ -10,9 +10,10 @@
 # PoCL), lists the OpenCL devices, runs the OpenCL engine tests (device "auto" takes the GPU first),
 # then the benchmark for Eiger4M and Pilatus1M with --device gpu, then device decompression
 # (bitshuffle-LZ4 on the GPU): its parity tests, its rate beside the CPU's and xreduce end to end
-# with it on (the GPU default) and off (bench_e2e.py). That part needs h5py, hdf5plugin and
-# bitshuffle: `WHEELS_EXTRA="hdf5plugin bitshuffle" ... wheels` adds them (~56 MB: mind the 64 MiB).
-# Logs go to $OUT (or ./gpu_check_out). About 5-8 minutes.
+# with it on (the GPU default) and off (bench_e2e.py), then the XPCS correlator: its OpenCL tests and
+# bench_xpcs.py --device gpu (numpy and OpenCL, from memory and from a BLISS scan). The decompression
+# and xpcs benchmarks need h5py, hdf5plugin and bitshuffle: `WHEELS_EXTRA="hdf5plugin bitshuffle" ...
+# wheels` adds them (~56 MB: mind the 64 MiB). Logs go to $OUT (or ./gpu_check_out). About 8-12 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -56,6 +57,15 @@ run() {
   else
     echo "device decompression not measured: $(tail -n1 "$out/decompression_missing.txt")" \
       "(fetch with WHEELS_EXTRA=\"hdf5plugin bitshuffle\" bash $0 wheels)" | tee "$out/bench_e2e_gpu.txt"
+  fi
+  # xpcs: the OpenCL correlator's tests on the GPU (against numpy), then frames/s of both correlators
+  # from memory and from a bitshuffle-LZ4 BLISS scan (256x256 x 10000 frames; needs hdf5plugin)
+  python3 -m pytest -q -p no:cacheprovider tests/reduction/test_xpcs_opencl.py 2>&1 | tee "$out/tests_xpcs.txt" || true
+  if python3 -c 'import h5py, hdf5plugin' 2>"$out/xpcs_missing.txt"; then
+    python3 tests/benchmarks/bench_xpcs.py --device gpu --frames 10000 --repeat 3 2>&1 | tee "$out/bench_xpcs_gpu.txt"
+  else
+    echo "xpcs bench not measured: $(tail -n1 "$out/xpcs_missing.txt")" \
+      "(fetch with WHEELS_EXTRA=\"hdf5plugin bitshuffle\" bash $0 wheels)" | tee "$out/bench_xpcs_gpu.txt"
   fi
 }
 

@@ -60,6 +60,24 @@ def test_sums_of_two_halves_of_a_partition_add_up() -> None:
         np.testing.assert_allclose(getattr(ra, name) + getattr(rb, name), getattr(w, name), rtol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "int32", "bool"])
+def test_integer_frames_give_the_sums_of_their_float64_copy(dtype: str) -> None:
+    """Integer frames are summed per static bin as integers (pixels grouped by bin, an empty bin, bins
+    in no order): every sum, g2 and error equals that of the same frames given as float64."""
+    rng = np.random.default_rng(5)
+    static = rng.permutation(np.repeat([3, 0, 2, 4], [7, 40, 13, 21]))  # bin 1 empty, bins mixed
+    frames = rng.poisson(0.7 if dtype == "bool" else 3.0, (300, len(static))).clip(0, 1 if dtype == "bool" else None)
+    results = []
+    for series in (frames.astype(dtype), frames.astype(np.float64)):
+        mt = MultiTau(static, 5, len(series))
+        for b in range(0, len(series), 37):
+            mt.add(series[b:b + 37])
+        results.append(mt.result())
+    for name in ("G2", "IP", "IF", "g2_pix", "g2_pix2", "intensity", "frame_sum"):
+        np.testing.assert_array_equal(getattr(results[0], name), getattr(results[1], name), err_msg=name)
+    assert results[0].intensity[:, 1].sum() == 0 and results[0].intensity.sum() == frames.sum()
+
+
 def test_memory_does_not_grow_with_the_number_of_frames() -> None:
     P, block = 4096, 64
     static = np.arange(P) % 16
