@@ -366,15 +366,17 @@ def _experiments(current: Plan) -> dict[str, dict[tuple[str, str], list[Chunk]]]
     return scans
 
 
-def merge_plan(current: Plan, states: list[ChunkState] | None = None, mode: str | None = None) -> int:
+def merge_plan(current: Plan, states: list[ChunkState] | None = None,
+               merge_config: dict[str, Any] | None = None) -> int:
     """Build one master file per experiment from the chunk files (missing chunks listed, not
     zero-filled), by the plan's reduction kind; ``states``: the chunk states when already known;
-    ``mode``: ``merge.mode`` when not the plan's (``xreduce merge merge.mode=copy``).
+    ``merge_config``: the ``merge`` group when not the plan's (``xreduce merge merge.mode=copy``).
 
     Each experiment stands alone: one whose chunks all failed gets no master (said so), the others
     get theirs. Returns 1 when a master could not be written or misses frames, else 0."""
     output = Path(current.output)
-    mode = mode or current.config.get("merge", {}).get("mode", "vds")
+    merge_config = current.config.get("merge", {}) if merge_config is None else merge_config
+    mode = merge_config.get("mode", "vds")
     kind = current.kind
     # quick states are enough: the kind's merge checks every chunk file it merges, and reports the others
     done = {st.chunk.id for st in (states if states is not None else chunk_states(current, output, quick=True))
@@ -408,7 +410,7 @@ def merge_plan(current: Plan, states: list[ChunkState] | None = None, mode: str 
             _say(f"master: {master} not written: {exc}")
             continue
         _say(f"master: {master}\npreview: {preview}")
-        incomplete |= _export(kind, master, current.config.get("merge", {}))
+        incomplete |= _export(kind, master, merge_config)
     return 1 if incomplete else 0
 
 
@@ -416,13 +418,13 @@ def _export(kind: Any, master: Path, merge_config: dict[str, Any]) -> bool:
     """``merge.export``: the kind's ASCII files in ``<master stem>_export/``; True when that failed."""
     if not merge_config.get("export"):
         return False
+    folder = master.with_name(f"{master.stem}_export")
     try:
-        files = kind.export(master, master.with_name(f"{master.stem}_export"), list(merge_config["export"]),
-                            merge_config.get("export_frames", "sum"))
+        files = kind.export(master, folder, list(merge_config["export"]), merge_config.get("export_frames", "sum"))
     except XReduceError as exc:
         _say(f"export: {master}: {exc}")
         return True
-    _say(f"export: {len(files)} files in {master.with_name(master.stem + '_export')}")
+    _say(f"export: {len(files)} files in {folder}")
     return False
 
 
@@ -471,11 +473,14 @@ def _masters(current: Plan, states: list[ChunkState]) -> list[dict[str, str]]:
 
 def merge(cfg: Any) -> int:
     """(Re)build the master files of a campaign from its finished chunks; failed chunks are listed."""
+    from .config import to_dict
+
     output = Path(cfg.campaign.output)
     with _lock(output, "merge"):
         current = read_plan(output)
-        states = chunk_states(current, output)
-        code = merge_plan(current, states, mode=cfg.merge.mode)  # this command's merge.mode, not the run's
+        states = chunk_states(current, output, quick=True)  # the merge checks every file it merges
+        # this command's merge group (mode, export), not the run's
+        code = merge_plan(current, states, merge_config=to_dict(cfg)["merge"])
         if any(st.state == FAILED for st in states):
             _say(_failures(states))
             return 1

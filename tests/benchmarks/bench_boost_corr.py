@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -50,6 +49,7 @@ import h5py
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the speckle generator
+from bench_e2e import cpu_model  # noqa: E402  (this folder: the script's own)
 from xpcs_speckle import speckle_frames  # noqa: E402
 
 from reduction.azint.detectors import Detector  # noqa: E402
@@ -280,16 +280,6 @@ def _has_opencl() -> bool:
         return False
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--boost-python", required=True, help="the interpreter of boost-corr's virtual environment")
@@ -306,7 +296,7 @@ def main() -> None:
     sizes = [tuple(s) for s in args.size] if args.size else [(256, 256, 10000), (1024, 1024, 2000)]
     version = subprocess.run([args.boost_python, "-c", "import boost_corr, torch; print(boost_corr.__version__, "
                               "torch.__version__)"], capture_output=True, text=True, check=True).stdout.split()
-    print(f"{datetime.now():%Y-%m-%d %H:%M}, {os.cpu_count()} cores ({_cpu()}), boost-corr {version[0]} "
+    print(f"{datetime.now():%Y-%m-%d %H:%M}, {os.cpu_count()} cores ({cpu_model()}), boost-corr {version[0]} "
           f"(torch {version[1]}, CPU), xreduce from {REPO}")
     with tempfile.TemporaryDirectory(prefix="bench-boost-corr-") as tmp:
         work = args.workdir or Path(tmp)

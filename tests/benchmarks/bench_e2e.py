@@ -383,7 +383,8 @@ def compare(exp: Experiment, xreduce_out: Path, pyfai_out: Path) -> str:
 
 
 # -- report -----------------------------------------------------------------------------------------
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name, for the report (also bench_boost_corr.py's)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -505,7 +506,7 @@ def _bench(args: argparse.Namespace, engines: list[str], work: Path) -> int:
           f"{exp.nframes} frames = {total}, lima files of {FRAMES_PER_FILE} frames, bitshuffle-LZ4, "
           f"{exp.compressed / 1e6:.2f} MB/frame compressed ({raw / 1e6:.1f} MB raw, "
           f"{raw / exp.compressed:.0f}x), mean {exp.mean_counts:.2f} counts/pixel, rings {RING_HEIGHT:g} counts high")
-    print(f"  machine: {_cpu_model()}, {os.cpu_count()} CPUs ({_usable_cpus()} usable), Python "
+    print(f"  machine: {cpu_model()}, {os.cpu_count()} CPUs ({_usable_cpus()} usable), Python "
           f"{platform.python_version()}; {date}")
     print(f"  load average (1 min) before/after: {load_before[0]:.2f} / {load_after[0]:.2f} (after: this benchmark "
           f"included); {_versions()}")
