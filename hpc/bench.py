@@ -38,7 +38,8 @@ def first_scan_chunk(cfg: Any, frames: int) -> Chunk:
             if scan.finished and scan.nframes and not scan.problem:
                 return Chunk(id="bench", dataset=dataset, experiment=kind.experiment(dataset) or camp.name,
                              scan=scan.scan, detector=camp.detector, monitor=camp.monitor, start=0,
-                             stop=min(frames, scan.nframes), nframes_scan=scan.nframes, energy_kev=scan.energy_kev)
+                             stop=min(frames, scan.nframes), nframes_scan=scan.nframes, energy_kev=scan.energy_kev,
+                             frame_band=camp.frame_band)
             skipped.append(f"{dataset} scan {scan.scan}: {scan.problem or 'no frames' if scan.finished else 'running'}")
     reasons = "; ".join(skipped[:3]) or "no dataset master file"
     raise ConfigError(f"xreduce bench: no finished scan with frames in campaign.raw_data = {camp.raw_data} "

@@ -225,8 +225,6 @@ def check_output_writable(cfg: Any) -> None:
         raise ConfigError(f"campaign.output={value}: no permission to write in {existing}")
 
 
-
-
 def check_inputs(cfg: Any) -> None:
     """Mistakes that would fail every chunk, found before any work (ConfigError, exit 2): an output
     folder inside the raw data (never written), and what the reduction kind finds wrong in the

@@ -101,11 +101,15 @@ class Plan:
         data["format"] = _FORMAT
         return json.dumps(data, indent=1)
 
+    @cached_property
+    def _by_id(self) -> dict[str, Chunk]:
+        return {chunk.id: chunk for chunk in self.chunks}
+
     def chunk(self, chunk_id: str) -> Chunk:
-        """The chunk with this id; PlanError when the plan has none (a worker given another plan's chunk)."""
-        for chunk in self.chunks:
-            if chunk.id == chunk_id:
-                return chunk
+        """The chunk with this id; PlanError when the plan has none (a worker given another plan's chunk).
+        Indexed once per plan: a worker process looks up every chunk it is given."""
+        if chunk_id in self._by_id:
+            return self._by_id[chunk_id]
         raise PlanError(f"chunk {chunk_id} is not in the plan of campaign {self.campaign} (config "
                         f"{self.config_hash[:12]}): the worker was given another plan's chunk")
 
