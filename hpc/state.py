@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from reduction.errors import is_permanent
 from reduction.step import atomic_output
 
 from .plan import Chunk, Plan
@@ -109,7 +110,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 def record_failure(paths: ChunkPaths, chunk: Chunk, exc: BaseException, *, reason: str | None = None) -> None:
     """Write the error record of a failed chunk: exception, traceback, input file, scan, frames, and
     whether the failure is permanent (with the raw dataset file's state it holds for)."""
-    permanent = bool(getattr(exc, "permanent", False))
+    permanent = is_permanent(exc)
     _write_json(paths.error, {
         "chunk_id": chunk.id, "dataset": chunk.dataset, "scan": chunk.scan, "frames": [chunk.start, chunk.stop],
         "error": type(exc).__name__, "message": reason or str(exc),

@@ -8,7 +8,7 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from reduction.errors import ScanLayoutError
+from reduction.errors import ScanLayoutError, is_permanent
 from reduction.step import Step
 
 from .plan import Chunk, Plan, read_plan
@@ -70,7 +70,7 @@ def process_chunk(plan: Plan, chunk: Chunk, steps: StepCache) -> Outcome:
         log.debug("chunk %s failed", chunk.id, exc_info=True)
         unrecorded = note_failure(paths, chunk, exc)
         return Outcome(chunk.id, False, 0, time.perf_counter() - start, f"{type(exc).__name__}: {exc}{unrecorded}",
-                       permanent=bool(getattr(exc, "permanent", False)))
+                       permanent=is_permanent(exc))
     clear_failure(paths)
     return Outcome(chunk.id, True, nframes, time.perf_counter() - start, engine=step.engine_used,
                    stages=dict(step.stages))

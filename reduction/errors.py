@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 __all__ = ["XReduceError", "GeometryError", "IntegrationError", "RawDataError", "ScanLayoutError", "RawDataPending",
-           "OutputError", "InputError", "EngineUnavailable"]
+           "OutputError", "InputError", "EngineUnavailable", "is_permanent"]
 
 
 class XReduceError(Exception):
@@ -66,3 +66,9 @@ class EngineUnavailable(XReduceError):
     """An accelerator engine cannot run here: no pyopencl/ICD/platform/device, a kernel build
     failure, or too little device memory. The message names the reason; ``engine="auto"`` falls
     back to the numpy engine with it, ``engine="opencl"`` raises it."""
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """Whether running again with the same inputs cannot help (:attr:`XReduceError.permanent`); any
+    other exception (an OSError, a dead worker) is transient."""
+    return isinstance(exc, XReduceError) and exc.permanent

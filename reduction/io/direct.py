@@ -350,7 +350,7 @@ def read_compressed(dset: h5py.Dataset, start: int, stop: int, resolve: Callable
     :mod:`reduction.azint.engines.bslz4_opencl`); None where :func:`read_direct` would not apply or
     some chunk is not bitshuffle-LZ4 with a header that fits a frame (the caller reads another way).
     ``band`` as :func:`read_direct`."""
-    if os.environ.get("XREDUCE_DIRECT_READS", "1") == "0":
+    if not enabled():
         return None
     lead = _lead(dset)
     places = None if lead is None else _chunk_places(dset, start, stop, band, resolve)
